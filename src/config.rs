@@ -1,0 +1,75 @@
+//! Server configuration: listen addresses, the WebSocket path and every
+//! limit. `Config::default()` is the protocol's defaults (PROTOCOL §1–§6).
+
+use std::time::Duration;
+
+/// Everything a [`Server`](crate::Server) needs to know before it binds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// TCP listen address (`host:port`); `None` turns the TCP listener off.
+    pub tcp: Option<String>,
+    /// WebSocket listen address; `None` turns the WebSocket listener off.
+    pub ws: Option<String>,
+    /// The path WebSocket clients upgrade on.
+    pub ws_path: String,
+    /// Origins allowed to open a WebSocket; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Longest chat line (TCP) or message (WebSocket), in bytes.
+    pub max_line: usize,
+    /// Most output queued for one connection before it is cut as a slow
+    /// consumer, in bytes.
+    pub max_pending: usize,
+    /// Most clients connected at once; more are told `error: server full`.
+    pub max_connections: usize,
+    /// Time from accept to a complete handshake.
+    pub handshake_timeout: Duration,
+    /// How long shutdown waits for pending output to drain.
+    pub shutdown_grace: Duration,
+    /// Bytes of tungstenite read buffer per WebSocket connection (the
+    /// original's `Rbsize`).
+    pub ws_read_buffer: usize,
+    /// Bytes tungstenite gathers before handing frames on (the original's
+    /// `Wbsize`).
+    pub ws_write_buffer: usize,
+}
+
+pub const DEFAULT_TCP: &str = "localhost:8989";
+pub const DEFAULT_WS: &str = "localhost:8099";
+pub const DEFAULT_WS_PATH: &str = "/mychat";
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+pub const DEFAULT_MAX_PENDING: usize = 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_WS_READ_BUFFER: usize = 512;
+pub const DEFAULT_WS_WRITE_BUFFER: usize = 0;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tcp: Some(DEFAULT_TCP.to_owned()),
+            ws: Some(DEFAULT_WS.to_owned()),
+            ws_path: DEFAULT_WS_PATH.to_owned(),
+            allowed_origins: Vec::new(),
+            max_line: DEFAULT_MAX_LINE,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            ws_read_buffer: DEFAULT_WS_READ_BUFFER,
+            ws_write_buffer: DEFAULT_WS_WRITE_BUFFER,
+        }
+    }
+}
+
+impl Config {
+    /// Both listeners on `127.0.0.1`, port 0 (an ephemeral port each):
+    /// what tests and embedders usually want.
+    pub fn ephemeral() -> Self {
+        Config {
+            tcp: Some("127.0.0.1:0".to_owned()),
+            ws: Some("127.0.0.1:0".to_owned()),
+            ..Config::default()
+        }
+    }
+}

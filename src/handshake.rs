@@ -1,0 +1,288 @@
+//! The join handshake: the JSON object `{"name": ..., "room": ...}` a client
+//! sends first, as a pure state machine with no sockets in it.
+//!
+//! Both transports feed the same [`Handshake`]: TCP feeds raw bytes as they
+//! arrive (the object may be split anywhere and may be followed by chat lines
+//! in the same read), WebSocket feeds its first message whole
+//! ([`parse_message`]). The scanner finds where the object ends without
+//! parsing it, so bytes after the closing `}` are handed back untouched; only
+//! the complete object is given to `serde_json`.
+
+use std::fmt;
+
+/// The handshake must be complete within this many bytes (PROTOCOL §2).
+pub const MAX_HANDSHAKE_BYTES: usize = 4096;
+/// Longest name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 64;
+
+/// A validated request to join a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    pub name: String,
+    pub room: String,
+}
+
+/// Why a handshake was refused. Each variant has its own reason text,
+/// which the client receives as `error: <reason>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The first non-blank byte was not `{`.
+    NotAnObject,
+    /// The object is not valid JSON (serde_json's message, one line).
+    MalformedJson(String),
+    /// A WebSocket handshake message ended before its object did.
+    Incomplete,
+    /// Something other than whitespace followed the object in a WebSocket message.
+    TrailingData,
+    MissingField(&'static str),
+    NotAString(&'static str),
+    Invalid {
+        field: &'static str,
+        problem: FieldProblem,
+    },
+    NameReserved,
+    NameTaken {
+        name: String,
+        room: String,
+    },
+    TooLarge,
+    TimedOut,
+}
+
+/// What is wrong with a `name` or `room` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldProblem {
+    Empty,
+    TooLong { max_chars: usize },
+    ControlCharacter,
+    Colon,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use HandshakeError::*;
+        match self {
+            NotAnObject => {
+                write!(f, "handshake must be a JSON object like {{\"name\":\"Mina\",\"room\":\"dev\"}}")
+            }
+            MalformedJson(detail) => write!(f, "malformed handshake JSON: {detail}"),
+            Incomplete => write!(f, "handshake message ends before its JSON object does"),
+            TrailingData => write!(f, "unexpected data after the handshake JSON object"),
+            MissingField(field) => write!(f, "handshake is missing the \"{field}\" field"),
+            NotAString(field) => write!(f, "handshake field \"{field}\" must be a string"),
+            Invalid { field, problem } => match problem {
+                FieldProblem::Empty => write!(f, "{field} is empty"),
+                FieldProblem::TooLong { max_chars } => {
+                    write!(f, "{field} is longer than {max_chars} characters")
+                }
+                FieldProblem::ControlCharacter => write!(f, "{field} contains a control character"),
+                FieldProblem::Colon => write!(f, "{field} contains ':'"),
+            },
+            NameReserved => write!(f, "name \"error\" is reserved"),
+            NameTaken { name, room } => {
+                write!(f, "name \"{name}\" is already taken in room \"{room}\"")
+            }
+            TooLarge => write!(f, "handshake is larger than {MAX_HANDSHAKE_BYTES} bytes"),
+            TimedOut => write!(f, "handshake timed out"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+impl HandshakeError {
+    /// A short stable label, used for per-reason counters.
+    pub fn label(&self) -> &'static str {
+        use HandshakeError::*;
+        match self {
+            NotAnObject | MalformedJson(_) | Incomplete | TrailingData => "malformed",
+            MissingField(_) | NotAString(_) => "missing_field",
+            Invalid { field: "name", .. } | NameReserved => "invalid_name",
+            Invalid { .. } => "invalid_room",
+            NameTaken { .. } => "name_taken",
+            TooLarge => "too_large",
+            TimedOut => "timeout",
+        }
+    }
+}
+
+/// Where the scanner is inside the JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Skipping blanks before the opening `{`.
+    BeforeObject,
+    /// Inside the object, `depth` levels of `{`/`[` deep, outside any string.
+    InValue { depth: u32 },
+    /// Inside a string at `depth`.
+    InString { depth: u32 },
+    /// Just after a backslash inside a string at `depth`.
+    InEscape { depth: u32 },
+}
+
+/// Result of feeding bytes to a [`Handshake`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The object is not complete yet; every byte given so far was taken.
+    NeedMore,
+    /// The object is complete and valid. `consumed` bytes of the last input
+    /// belonged to it; the rest is message data.
+    Done { request: JoinRequest, consumed: usize },
+    /// The handshake failed; the connection should be closed with this error.
+    Failed(HandshakeError),
+}
+
+/// Incremental handshake reader. Keeps the bytes of an object only while it
+/// spans several reads; an object that arrives whole is parsed in place.
+#[derive(Debug)]
+pub struct Handshake {
+    scan: Scan,
+    /// Bytes of an object that began in an earlier read (blanks before it included).
+    held: Vec<u8>,
+    /// Bytes seen so far, counted against [`MAX_HANDSHAKE_BYTES`].
+    seen: usize,
+}
+
+impl Default for Handshake {
+    fn default() -> Self {
+        Handshake { scan: Scan::BeforeObject, held: Vec::new(), seen: 0 }
+    }
+}
+
+impl Handshake {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes held between reads (for the live buffer counters).
+    pub fn held_capacity(&self) -> usize {
+        self.held.capacity()
+    }
+
+    /// Feeds the next bytes received. After `Done` or `Failed` the value
+    /// should not be fed again.
+    pub fn feed(&mut self, input: &[u8]) -> Step {
+        let budget = MAX_HANDSHAKE_BYTES - self.seen;
+        let scanned = &input[..input.len().min(budget)];
+        match self.scan(scanned) {
+            Scanned::End(end) => {
+                let consumed = end + 1;
+                let result = if self.held.is_empty() {
+                    parse_object(&scanned[..consumed])
+                } else {
+                    self.held.extend_from_slice(&scanned[..consumed]);
+                    parse_object(&self.held)
+                };
+                self.held = Vec::new();
+                match result {
+                    Ok(request) => Step::Done { request, consumed },
+                    Err(error) => Step::Failed(error),
+                }
+            }
+            Scanned::NotAnObject => Step::Failed(HandshakeError::NotAnObject),
+            Scanned::Partial if input.len() > budget => Step::Failed(HandshakeError::TooLarge),
+            Scanned::Partial => {
+                self.seen += input.len();
+                self.held.extend_from_slice(input);
+                Step::NeedMore
+            }
+        }
+    }
+
+    /// Advances the scanner over `bytes`, which follow everything scanned
+    /// before. Strings are tracked so that braces inside them do not count.
+    fn scan(&mut self, bytes: &[u8]) -> Scanned {
+        for (index, &byte) in bytes.iter().enumerate() {
+            self.scan = match (self.scan, byte) {
+                (Scan::BeforeObject, b' ' | b'\t' | b'\r' | b'\n') => Scan::BeforeObject,
+                (Scan::BeforeObject, b'{') => Scan::InValue { depth: 1 },
+                (Scan::BeforeObject, _) => return Scanned::NotAnObject,
+                (Scan::InValue { depth: 1 }, b'}' | b']') => return Scanned::End(index),
+                (Scan::InValue { depth }, b'}' | b']') => Scan::InValue { depth: depth - 1 },
+                (Scan::InValue { depth }, b'{' | b'[') => Scan::InValue { depth: depth + 1 },
+                (Scan::InValue { depth }, b'"') => Scan::InString { depth },
+                (Scan::InString { depth }, b'\\') => Scan::InEscape { depth },
+                (Scan::InString { depth }, b'"') => Scan::InValue { depth },
+                (Scan::InEscape { depth }, _) => Scan::InString { depth },
+                (state, _) => state,
+            };
+        }
+        Scanned::Partial
+    }
+}
+
+/// What a scan of some bytes found.
+enum Scanned {
+    /// The object's closing brace is at this index.
+    End(usize),
+    /// The object has not ended yet.
+    Partial,
+    /// The first non-blank byte is not `{`.
+    NotAnObject,
+}
+
+/// Parses a WebSocket handshake message: one JSON object, optionally
+/// surrounded by whitespace, and nothing else.
+pub fn parse_message(message: &[u8]) -> Result<JoinRequest, HandshakeError> {
+    if message.len() > MAX_HANDSHAKE_BYTES {
+        return Err(HandshakeError::TooLarge);
+    }
+    let mut handshake = Handshake::new();
+    match handshake.feed(message) {
+        Step::Done { request, consumed } => {
+            if message[consumed..].iter().all(u8::is_ascii_whitespace) {
+                Ok(request)
+            } else {
+                Err(HandshakeError::TrailingData)
+            }
+        }
+        Step::Failed(error) => Err(error),
+        Step::NeedMore => Err(HandshakeError::Incomplete),
+    }
+}
+
+/// Parses and validates one complete JSON object.
+fn parse_object(json: &[u8]) -> Result<JoinRequest, HandshakeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|error| HandshakeError::MalformedJson(error.to_string()))?;
+    let object = value.as_object().ok_or(HandshakeError::NotAnObject)?;
+    let field = |key: &'static str| -> Result<&str, HandshakeError> {
+        match object.get(key) {
+            None => Err(HandshakeError::MissingField(key)),
+            Some(serde_json::Value::String(text)) => Ok(text.trim()),
+            Some(_) => Err(HandshakeError::NotAString(key)),
+        }
+    };
+    let name = field("name")?;
+    let room = field("room")?;
+    validate("name", name, MAX_NAME_CHARS, true)?;
+    if name.eq_ignore_ascii_case("error") {
+        return Err(HandshakeError::NameReserved);
+    }
+    validate("room", room, MAX_ROOM_CHARS, false)?;
+    Ok(JoinRequest { name: name.to_owned(), room: room.to_owned() })
+}
+
+fn validate(
+    field: &'static str,
+    value: &str,
+    max_chars: usize,
+    forbid_colon: bool,
+) -> Result<(), HandshakeError> {
+    let problem = if value.is_empty() {
+        Some(FieldProblem::Empty)
+    } else if value.chars().count() > max_chars {
+        Some(FieldProblem::TooLong { max_chars })
+    } else if value.chars().any(char::is_control) {
+        Some(FieldProblem::ControlCharacter)
+    } else if forbid_colon && value.contains(':') {
+        Some(FieldProblem::Colon)
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(HandshakeError::Invalid { field, problem }),
+        None => Ok(()),
+    }
+}

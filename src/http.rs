@@ -1,0 +1,286 @@
+//! HTTP on the WebSocket port, with no sockets in it: reading a request
+//! head, deciding what it gets, and encoding the response.
+//!
+//! [`parse_request`] works like `httparse` itself: give it everything
+//! received so far and it answers `Partial` (send more), a complete request
+//! borrowed from the buffer, or a rejection with its status. [`route`] then
+//! turns a request into either a WebSocket upgrade or a plain response, so
+//! more pages can be added as more arms of one match.
+
+use std::fmt::Write as _;
+
+/// Request heads larger than this get 431.
+pub const MAX_REQUEST_HEAD: usize = 8192;
+/// Most header lines accepted in one request.
+const MAX_HEADERS: usize = 64;
+
+/// A parsed request head, borrowing from the receive buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Minor version: `1` for HTTP/1.1.
+    pub version: u8,
+    pub upgrade: Option<&'a str>,
+    pub connection: Option<&'a str>,
+    pub websocket_key: Option<&'a str>,
+    pub websocket_version: Option<&'a str>,
+    pub origin: Option<&'a str>,
+}
+
+/// Result of reading a request head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// The head is not complete yet.
+    Partial,
+    /// The head is complete and `len` bytes long; bytes after it belong to
+    /// whatever follows (WebSocket frames after an upgrade).
+    Complete { request: Request<'a>, len: usize },
+    /// The request cannot be served; answer with this and close.
+    Rejected(Response),
+}
+
+/// Reads a request head from the start of `buffer`.
+pub fn parse_request(buffer: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_REQUEST_HEAD => {
+            Parsed::Rejected(Response::headers_too_large())
+        }
+        Ok(httparse::Status::Complete(len)) => {
+            let header = |name: &str| {
+                request
+                    .headers
+                    .iter()
+                    .find(|header| header.name.eq_ignore_ascii_case(name))
+                    .and_then(|header| std::str::from_utf8(header.value).ok())
+                    .map(str::trim)
+            };
+            let request = Request {
+                method: request.method.unwrap_or_default(),
+                path: request.path.unwrap_or_default(),
+                version: request.version.unwrap_or_default(),
+                upgrade: header("Upgrade"),
+                connection: header("Connection"),
+                websocket_key: header("Sec-WebSocket-Key"),
+                websocket_version: header("Sec-WebSocket-Version"),
+                origin: header("Origin"),
+            };
+            Parsed::Complete { request, len }
+        }
+        Ok(httparse::Status::Partial) if buffer.len() >= MAX_REQUEST_HEAD => {
+            Parsed::Rejected(Response::headers_too_large())
+        }
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => Parsed::Rejected(Response::headers_too_large()),
+        Err(error) => Parsed::Rejected(Response::text(400, &format!("not a valid HTTP request: {error}"))),
+    }
+}
+
+/// The parts of the configuration that routing needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Routes<'a> {
+    pub websocket_path: &'a str,
+    /// Origins allowed to open a WebSocket; empty allows every origin.
+    pub allowed_origins: &'a [String],
+}
+
+/// What a request gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Switch to WebSocket; the 101 response is in `response`.
+    Upgrade { response: Response },
+    /// Answer and close.
+    Respond(Response),
+}
+
+/// Decides what a complete request gets.
+pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
+    let path = request.path.split('?').next().unwrap_or_default();
+    if path != routes.websocket_path {
+        return Route::Respond(Response::text(404, &format!("no such path: {path}")));
+    }
+    if request.method != "GET" {
+        return Route::Respond(Response::text(405, "only GET is allowed here").with_header("Allow", "GET"));
+    }
+    let upgrade_asked = request.upgrade.is_some_and(|value| has_token(value, "websocket"))
+        && request.connection.is_some_and(|value| has_token(value, "upgrade"));
+    if !upgrade_asked || request.version < 1 {
+        return Route::Respond(Response::text(
+            400,
+            &format!("{} takes WebSocket upgrade requests only", routes.websocket_path),
+        ));
+    }
+    if let Some(origin) = request.origin {
+        let allowed = routes.allowed_origins.is_empty()
+            || routes.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin));
+        if !allowed {
+            return Route::Respond(Response::text(403, &format!("origin {origin} is not allowed")));
+        }
+    }
+    if request.websocket_version != Some("13") {
+        return Route::Respond(
+            Response::text(400, "unsupported Sec-WebSocket-Version: 13 is required")
+                .with_header("Sec-WebSocket-Version", "13"),
+        );
+    }
+    let Some(key) = request.websocket_key.filter(|key| key.len() == 24) else {
+        return Route::Respond(Response::text(400, "missing or malformed Sec-WebSocket-Key"));
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Route::Upgrade {
+        response: Response::new(101)
+            .with_header("Upgrade", "websocket")
+            .with_header("Connection", "Upgrade")
+            .with_header("Sec-WebSocket-Accept", &accept),
+    }
+}
+
+/// Whether a comma-separated header value contains `token` (any case).
+fn has_token(value: &str, token: &str) -> bool {
+    value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token))
+}
+
+/// An HTTP response, encoded whole into the output buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Self {
+        Response { status, headers: String::new(), body: Vec::new() }
+    }
+
+    /// A plain-text response whose body is `message` and a newline.
+    pub fn text(status: u16, message: &str) -> Self {
+        let mut body = message.as_bytes().to_vec();
+        body.push(b'\n');
+        Response::new(status).with_header("Content-Type", "text/plain; charset=utf-8").with_body(body)
+    }
+
+    fn headers_too_large() -> Self {
+        Response::text(431, &format!("request headers larger than {MAX_REQUEST_HEAD} bytes"))
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        let _ = write!(self.headers, "{name}: {value}\r\n");
+        self
+    }
+
+    pub fn with_body(mut self, body: Vec<u8>) -> Self {
+        self.body = body;
+        self
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Appends the response to `out`. Every response but 101 closes the
+    /// connection after it.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut head = format!("HTTP/1.1 {} {}\r\n{}", self.status, reason(self.status), self.headers);
+        if self.status != 101 {
+            let _ = write!(head, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
+        }
+        head.push_str("\r\n");
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&self.body);
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /mychat HTTP/1.1\r\nHost: localhost:8099\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+Origin: http://localhost:8099/\r\n\r\n";
+
+    fn routes(allowed_origins: &[String]) -> Routes<'_> {
+        Routes { websocket_path: "/mychat", allowed_origins }
+    }
+
+    fn complete(bytes: &[u8]) -> Request<'_> {
+        match parse_request(bytes) {
+            Parsed::Complete { request, .. } => request,
+            other => panic!("expected a complete request, got {other:?}"),
+        }
+    }
+
+    fn status(route: Route) -> u16 {
+        match route {
+            Route::Upgrade { response } | Route::Respond(response) => response.status,
+        }
+    }
+
+    #[test]
+    fn upgrade_gets_the_rfc_accept_key() {
+        let Route::Upgrade { response } = route(&complete(UPGRADE), routes(&[])) else {
+            panic!("expected an upgrade");
+        };
+        let mut out = Vec::new();
+        response.encode(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        // The example key and answer from RFC 6455 §1.3.
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_is_partial() {
+        for end in 0..UPGRADE.len() {
+            assert_eq!(parse_request(&UPGRADE[..end]), Parsed::Partial, "prefix of {end} bytes");
+        }
+        let mut with_frame = UPGRADE.to_vec();
+        with_frame.extend_from_slice(b"\x81\x80");
+        assert!(matches!(parse_request(&with_frame), Parsed::Complete { len, .. } if len == UPGRADE.len()));
+    }
+
+    #[test]
+    fn wrong_path_method_origin_and_garbage_are_refused() {
+        let other_path = b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(status(route(&complete(other_path), routes(&[]))), 404);
+        let post = b"POST /mychat HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(status(route(&complete(post), routes(&[]))), 405);
+        let plain_get = b"GET /mychat HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(status(route(&complete(plain_get), routes(&[]))), 400);
+        let allowed = ["http://example.com".to_string()];
+        assert_eq!(status(route(&complete(UPGRADE), routes(&allowed))), 403);
+        let allowed = ["HTTP://localhost:8099/".to_string()];
+        assert_eq!(status(route(&complete(UPGRADE), routes(&allowed))), 101);
+        assert!(matches!(parse_request(b"{\"name\":\"Mina\"}\n"), Parsed::Rejected(r) if r.status == 400));
+    }
+
+    #[test]
+    fn oversized_heads_get_431() {
+        let mut big = b"GET /mychat HTTP/1.1\r\nX-Filler: ".to_vec();
+        big.resize(MAX_REQUEST_HEAD + 1, b'a');
+        assert!(matches!(parse_request(&big), Parsed::Rejected(r) if r.status == 431));
+        let mut many = b"GET /mychat HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parse_request(&many), Parsed::Rejected(r) if r.status == 431));
+    }
+}

@@ -1,0 +1,140 @@
+//! The `machat` binary: flags, logging, the open-file limit, signals, and
+//! then the server's event loop on the main thread.
+
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use machat::config::{self, Config};
+use machat::{Handle, Server};
+
+/// A chat server for the MaChat protocol: TCP line clients and WebSocket
+/// clients share rooms. Long flags also work with one dash (-tcp ADDR).
+/// Sizes are bytes; durations are seconds (fractions allowed).
+#[derive(Debug, Parser)]
+#[command(name = "machat", version)]
+struct Cli {
+    /// TCP listen address
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_TCP)]
+    tcp: String,
+    /// WebSocket listen address
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_WS)]
+    ws: String,
+    /// Path WebSocket clients upgrade on
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_WS_PATH)]
+    ws_path: String,
+    /// Turn the TCP listener off
+    #[arg(long)]
+    no_tcp: bool,
+    /// Turn the WebSocket listener off
+    #[arg(long)]
+    no_ws: bool,
+    /// Origin allowed to open a WebSocket (repeatable) [default: any origin]
+    #[arg(long, value_name = "ORIGIN")]
+    allowed_origin: Vec<String>,
+    /// Longest chat line or WebSocket message, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_LINE)]
+    max_line: usize,
+    /// Output queued for one client before it is cut off as a slow consumer, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING)]
+    max_pending: usize,
+    /// Most clients connected at once
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds from connect to a complete handshake
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout: f64,
+    /// Seconds shutdown waits for pending output to be flushed
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
+    shutdown_grace: f64,
+    /// WebSocket read buffer per connection, in bytes (the original's Rbsize)
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_WS_READ_BUFFER)]
+    ws_read_buffer: usize,
+    /// WebSocket write buffer per connection, in bytes (the original's Wbsize)
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_WS_WRITE_BUFFER)]
+    ws_write_buffer: usize,
+}
+
+impl Cli {
+    fn into_config(self) -> Result<Config, String> {
+        let seconds = |name: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .map_err(|_| format!("--{name} must be a non-negative number of seconds"))
+        };
+        if !self.ws_path.starts_with('/') {
+            return Err("--ws-path must start with '/'".into());
+        }
+        Ok(Config {
+            tcp: (!self.no_tcp).then_some(self.tcp),
+            ws: (!self.no_ws).then_some(self.ws),
+            ws_path: self.ws_path,
+            allowed_origins: self.allowed_origin,
+            max_line: self.max_line,
+            max_pending: self.max_pending,
+            max_connections: self.max_connections,
+            handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
+            shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
+            ws_read_buffer: self.ws_read_buffer,
+            ws_write_buffer: self.ws_write_buffer,
+        })
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let command = Cli::command();
+    let args = machat::cli::accept_single_dash(&command, std::env::args_os());
+    let cli = match command.try_get_matches_from(args).and_then(|matches| Cli::from_arg_matches(&matches)) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::info!("open-file limit: {limit}"),
+        Err(error) => log::warn!("cannot raise the open-file limit: {error}"),
+    }
+    let ws_path = config.ws_path.clone();
+    let server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(error) => {
+            log::error!("cannot start: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(address) = server.tcp_addr() {
+        log::info!("listening for TCP clients on {address}");
+    }
+    if let Some(address) = server.ws_addr() {
+        log::info!("listening for WebSocket clients on ws://{address}{ws_path}");
+    }
+    if let Err(error) = stop_on_signals(server.handle()) {
+        log::warn!("cannot handle signals: {error}");
+    }
+    if let Err(error) = server.run() {
+        log::error!("event loop failed: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+fn stop_on_signals(handle: Handle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut received = signals.forever();
+        if let Some(signal) = received.next() {
+            log::info!("received signal {signal}; shutting down");
+            handle.shutdown();
+        }
+        if let Some(signal) = received.next() {
+            log::warn!("received signal {signal} again; exiting now");
+            std::process::exit(1);
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The per-connection output buffer and the pool its buffers come from.
+//!
+//! Every byte the server sends to a client goes through that client's
+//! [`Output`]: broadcasts, error lines, WebSocket control frames, HTTP
+//! responses. One ordered buffer per connection means frames can never
+//! interleave, and it is the only place the socket is written from.
+//!
+//! A connection holds a buffer only while it has something queued. Buffers
+//! come from a [`BufferPool`] and go back when drained, so an idle
+//! connection costs no buffer and a busy one costs no allocation per turn.
+
+use std::io::{self, Write};
+
+/// A buffer starts this large; most turns queue far less.
+const INITIAL_CAPACITY: usize = 2048;
+/// Buffers that grew past this are freed instead of pooled.
+const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+/// Free buffers kept for reuse.
+const MAX_POOLED_BUFFERS: usize = 4096;
+
+/// Reusable buffers shared by all connections of one loop.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(INITIAL_CAPACITY))
+    }
+
+    fn give(&mut self, mut buffer: Vec<u8>) {
+        if buffer.capacity() <= MAX_POOLED_CAPACITY && self.free.len() < MAX_POOLED_BUFFERS {
+            buffer.clear();
+            self.free.push(buffer);
+        }
+    }
+
+    /// Buffers waiting for reuse.
+    pub fn pooled(&self) -> usize {
+        self.free.len()
+    }
+}
+
+/// Bytes queued for one connection and how many of them were written.
+#[derive(Debug)]
+pub struct Queued {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl Queued {
+    fn unwritten(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+}
+
+/// The output state of one connection.
+#[derive(Debug, Default)]
+pub enum Output {
+    /// Nothing queued, no buffer held.
+    #[default]
+    Empty,
+    /// Bytes queued since the last flush; the connection is on the loop's
+    /// flush list and will be written once at the end of the turn.
+    Pending(Queued),
+    /// The socket did not take everything; the connection waits for a
+    /// WRITABLE event and is not on the flush list.
+    Blocked(Queued),
+}
+
+/// Queuing would pass the connection's cap: it is a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverCap;
+
+/// What queuing did to the output state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// The output was empty: put the connection on the flush list.
+    NowPending,
+    /// Already pending or blocked: nothing more to do.
+    Appended,
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything was written and the buffer given back.
+    Drained,
+    /// The socket is full; bytes remain. WRITABLE interest is needed.
+    Blocked,
+}
+
+impl Output {
+    /// Bytes queued and not yet written.
+    pub fn len(&self) -> usize {
+        match self {
+            Output::Empty => 0,
+            Output::Pending(queued) | Output::Blocked(queued) => queued.bytes.len() - queued.written,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Output::Empty)
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        matches!(self, Output::Blocked(_))
+    }
+
+    /// Capacity of the buffer held, if any.
+    pub fn capacity(&self) -> usize {
+        match self {
+            Output::Empty => 0,
+            Output::Pending(queued) | Output::Blocked(queued) => queued.bytes.capacity(),
+        }
+    }
+
+    /// Appends `data`, unless that would leave more than `cap` bytes queued.
+    pub fn queue(&mut self, data: &[u8], cap: usize, pool: &mut BufferPool) -> Result<Queue, OverCap> {
+        if self.len() + data.len() > cap {
+            return Err(OverCap);
+        }
+        match self {
+            Output::Empty => {
+                let mut bytes = pool.take();
+                bytes.extend_from_slice(data);
+                *self = Output::Pending(Queued { bytes, written: 0 });
+                Ok(Queue::NowPending)
+            }
+            Output::Pending(queued) | Output::Blocked(queued) => {
+                // Reclaim the written prefix before growing, so a blocked
+                // buffer does not creep towards twice the cap.
+                if queued.written > 0 && queued.bytes.len() + data.len() > queued.bytes.capacity() {
+                    queued.bytes.drain(..queued.written);
+                    queued.written = 0;
+                }
+                queued.bytes.extend_from_slice(data);
+                Ok(Queue::Appended)
+            }
+        }
+    }
+
+    /// Writes as much as the socket takes. `written` is increased by the
+    /// bytes written even when an error is returned.
+    pub fn flush(
+        &mut self,
+        sink: &mut impl Write,
+        pool: &mut BufferPool,
+        written: &mut usize,
+    ) -> io::Result<Flushed> {
+        let queued = match self {
+            Output::Empty => return Ok(Flushed::Drained),
+            Output::Pending(queued) | Output::Blocked(queued) => queued,
+        };
+        while !queued.unwritten().is_empty() {
+            match sink.write(queued.unwritten()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    queued.written += n;
+                    *written += n;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    *self = match std::mem::take(self) {
+                        Output::Pending(queued) | Output::Blocked(queued) => Output::Blocked(queued),
+                        Output::Empty => Output::Empty,
+                    };
+                    return Ok(Flushed::Blocked);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if let Output::Pending(queued) | Output::Blocked(queued) = std::mem::take(self) {
+            pool.give(queued.bytes);
+        }
+        Ok(Flushed::Drained)
+    }
+
+    /// Drops everything queued, giving the buffer back.
+    pub fn discard(&mut self, pool: &mut BufferPool) -> usize {
+        let dropped = self.len();
+        if let Output::Pending(queued) | Output::Blocked(queued) = std::mem::take(self) {
+            pool.give(queued.bytes);
+        }
+        dropped
+    }
+}

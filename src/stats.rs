@@ -1,0 +1,126 @@
+//! Live counters. The loop keeps a plain [`Stats`] and publishes it into
+//! atomics once per turn, so counting costs the hot path nothing and any
+//! thread (tests, a metrics page) can read a recent [`Stats`] snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::handshake::HandshakeError;
+
+/// Labels of handshake failures, as counted in [`Stats::handshake_errors`].
+pub const HANDSHAKE_ERROR_LABELS: [&str; 7] =
+    ["malformed", "missing_field", "invalid_name", "invalid_room", "name_taken", "too_large", "timeout"];
+
+/// HTTP statuses counted in [`Stats::http_responses`], which has one more
+/// slot at the end for any other status.
+pub const HTTP_STATUSES: [u16; 9] = [101, 200, 400, 403, 404, 405, 408, 431, 503];
+const HTTP_SLOTS: usize = HTTP_STATUSES.len() + 1;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// A snapshot of the server's counters. Gauges say how things are
+        /// now; totals only grow.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: u64,)*
+            /// Handshake failures by reason, in [`HANDSHAKE_ERROR_LABELS`] order.
+            pub handshake_errors: [u64; HANDSHAKE_ERROR_LABELS.len()],
+            /// HTTP responses by status, in [`HTTP_STATUSES`] order.
+            pub http_responses: [u64; HTTP_SLOTS],
+        }
+
+        /// The published copy, readable from any thread.
+        #[derive(Debug, Default)]
+        pub(crate) struct SharedStats {
+            $($name: AtomicU64,)*
+            handshake_errors: [AtomicU64; HANDSHAKE_ERROR_LABELS.len()],
+            http_responses: [AtomicU64; HTTP_SLOTS],
+        }
+
+        impl SharedStats {
+            pub(crate) fn publish(&self, stats: &Stats) {
+                $(self.$name.store(stats.$name, Ordering::Relaxed);)*
+                for (shared, &value) in self.handshake_errors.iter().zip(&stats.handshake_errors) {
+                    shared.store(value, Ordering::Relaxed);
+                }
+                for (shared, &value) in self.http_responses.iter().zip(&stats.http_responses) {
+                    shared.store(value, Ordering::Relaxed);
+                }
+            }
+
+            pub(crate) fn snapshot(&self) -> Stats {
+                Stats {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    handshake_errors: self.handshake_errors.each_ref().map(|v| v.load(Ordering::Relaxed)),
+                    http_responses: self.http_responses.each_ref().map(|v| v.load(Ordering::Relaxed)),
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Gauge: open client connections, in any state.
+    connections,
+    /// Gauge: open connections accepted on the TCP listener.
+    tcp_connections,
+    /// Gauge: open connections accepted on the WebSocket listener.
+    ws_connections,
+    /// Gauge: rooms with at least one member.
+    rooms,
+    /// Gauge: members over all rooms.
+    members,
+    /// Gauge: bytes queued for clients and not yet written.
+    queued_bytes,
+    /// Gauge: connections holding an output buffer.
+    output_buffers,
+    /// Gauge: connections holding an input buffer (a partial line,
+    /// handshake or HTTP request).
+    input_buffers,
+    /// Total: connections accepted.
+    accepted,
+    /// Total: connections refused because the server was full.
+    refused_full,
+    /// Total: successful joins.
+    joins,
+    /// Total: chat messages received.
+    messages_in,
+    /// Total: messages delivered (one per recipient).
+    deliveries,
+    /// Total: bytes read from clients.
+    bytes_in,
+    /// Total: bytes written to clients.
+    bytes_out,
+    /// Total: members cut off because their output passed the cap.
+    slow_consumers,
+    /// Total: times accepting paused because descriptors ran out.
+    accept_pauses,
+    /// Total: loop turns (wake-ups from poll).
+    loop_turns,
+}
+
+impl Stats {
+    pub(crate) fn count_handshake_error(&mut self, error: &HandshakeError) {
+        let label = error.label();
+        if let Some(slot) = HANDSHAKE_ERROR_LABELS.iter().position(|&known| known == label) {
+            self.handshake_errors[slot] += 1;
+        }
+    }
+
+    pub(crate) fn count_http_response(&mut self, status: u16) {
+        let slot = HTTP_STATUSES.iter().position(|&known| known == status).unwrap_or(HTTP_STATUSES.len());
+        self.http_responses[slot] += 1;
+    }
+
+    /// Handshake failures with the given label (see [`HANDSHAKE_ERROR_LABELS`]).
+    pub fn handshake_errors_for(&self, label: &str) -> u64 {
+        HANDSHAKE_ERROR_LABELS
+            .iter()
+            .position(|&known| known == label)
+            .map_or(0, |slot| self.handshake_errors[slot])
+    }
+
+    /// HTTP responses sent with `status`.
+    pub fn http_responses_for(&self, status: u16) -> u64 {
+        HTTP_STATUSES.iter().position(|&known| known == status).map_or(0, |slot| self.http_responses[slot])
+    }
+}
