@@ -286,3 +286,107 @@ fn validate(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str, room: &str) -> JoinRequest {
+        JoinRequest { name: name.into(), room: room.into() }
+    }
+
+    fn feed_all(parts: &[&[u8]]) -> Step {
+        let mut handshake = Handshake::new();
+        let (last, first) = parts.split_last().unwrap();
+        for part in first {
+            assert_eq!(handshake.feed(part), Step::NeedMore);
+        }
+        handshake.feed(last)
+    }
+
+    #[test]
+    fn whole_object_then_messages() {
+        let input = br#"{"name":"Mina","room":"dev"}hello"#;
+        assert_eq!(feed_all(&[input]), Step::Done { request: request("Mina", "dev"), consumed: 28 });
+    }
+
+    #[test]
+    fn split_at_every_byte_gives_the_same_result() {
+        let input = br#"  {"name": " Mina ", "room": "dev}{", "extra": [1, {"a": "\"}"}]}tail"#;
+        let whole = feed_all(&[input]);
+        let Step::Done { request: expected, consumed } = whole else { panic!("{whole:?}") };
+        assert_eq!(expected, request("Mina", "dev}{"));
+        for split in 1..consumed {
+            let step = feed_all(&[&input[..split], &input[split..]]);
+            assert_eq!(step, Step::Done { request: expected.clone(), consumed: consumed - split });
+        }
+    }
+
+    #[test]
+    fn each_error_has_its_own_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"hello\n", "handshake must be a JSON object"),
+            (b"[1]", "handshake must be a JSON object"),
+            (br#"{"name":"Mina","room":}"#, "malformed handshake JSON"),
+            (br#"{"room":"dev"}"#, "handshake is missing the \"name\" field"),
+            (br#"{"name":"Mina"}"#, "handshake is missing the \"room\" field"),
+            (br#"{"name":7,"room":"dev"}"#, "handshake field \"name\" must be a string"),
+            (br#"{"name":"  ","room":"dev"}"#, "name is empty"),
+            (br#"{"name":"Mina","room":""}"#, "room is empty"),
+            (br#"{"name":"Mi\u0007na","room":"dev"}"#, "name contains a control character"),
+            (br#"{"name":"Mina","room":"d\u0085ev"}"#, "room contains a control character"),
+            (br#"{"name":"Mi:na","room":"dev"}"#, "name contains ':'"),
+            (br#"{"name":"ErRoR","room":"dev"}"#, "name \"error\" is reserved"),
+        ];
+        for (input, reason) in cases {
+            match feed_all(&[input]) {
+                Step::Failed(error) => {
+                    assert!(error.to_string().starts_with(reason), "{error} for {input:?}");
+                    assert!(!error.to_string().contains('\n'));
+                }
+                other => panic!("expected failure for {:?}, got {other:?}", String::from_utf8_lossy(input)),
+            }
+        }
+    }
+
+    #[test]
+    fn length_limits_count_characters() {
+        let name = "é".repeat(MAX_NAME_CHARS);
+        let ok = format!(r#"{{"name":"{name}","room":"{}"}}"#, "r".repeat(MAX_ROOM_CHARS));
+        assert!(matches!(feed_all(&[ok.as_bytes()]), Step::Done { .. }));
+        let long_name = format!(r#"{{"name":"{name}x","room":"dev"}}"#);
+        assert!(matches!(
+            feed_all(&[long_name.as_bytes()]),
+            Step::Failed(HandshakeError::Invalid { field: "name", problem: FieldProblem::TooLong { .. } })
+        ));
+        let long_room = format!(r#"{{"name":"Mina","room":"{}"}}"#, "r".repeat(MAX_ROOM_CHARS + 1));
+        assert!(matches!(
+            feed_all(&[long_room.as_bytes()]),
+            Step::Failed(HandshakeError::Invalid { field: "room", problem: FieldProblem::TooLong { .. } })
+        ));
+    }
+
+    #[test]
+    fn an_object_must_end_within_the_cap() {
+        let mut input = br#"{"name":"Mina","room":"dev","pad":""#.to_vec();
+        input.resize(MAX_HANDSHAKE_BYTES - 2, b'x');
+        input.extend_from_slice(b"\"}");
+        assert!(matches!(feed_all(&[&input]), Step::Done { .. }));
+        let mut handshake = Handshake::new();
+        assert_eq!(handshake.feed(&input[..MAX_HANDSHAKE_BYTES - 1]), Step::NeedMore);
+        assert_eq!(handshake.feed(b"xx"), Step::Failed(HandshakeError::TooLarge));
+        let mut longer = input.clone();
+        longer.insert(40, b'x');
+        assert_eq!(feed_all(&[&longer]), Step::Failed(HandshakeError::TooLarge));
+    }
+
+    #[test]
+    fn websocket_message_allows_only_whitespace_around_the_object() {
+        assert_eq!(parse_message(b" {\"name\":\"Mina\",\"room\":\"dev\"}\r\n"), Ok(request("Mina", "dev")));
+        assert_eq!(
+            parse_message(b"{\"name\":\"Mina\",\"room\":\"dev\"} hi"),
+            Err(HandshakeError::TrailingData)
+        );
+        assert_eq!(parse_message(b"{\"name\":\"Mina\""), Err(HandshakeError::Incomplete));
+    }
+}

@@ -95,8 +95,10 @@ impl LineFramer {
 
     /// Keeps the start of an unfinished line, if it is not already too long.
     fn hold(&mut self, rest: &[u8]) -> Result<(), LineTooLong> {
-        // One byte of slack: it may be the `\r` of a line of exactly `max_line`.
-        if self.partial.len() + rest.len() > self.max_line + 1 {
+        let held = self.partial.len() + rest.len();
+        // A line of exactly `max_line` may be waiting for the `\n` after its `\r`.
+        let ends_in_cr = rest.last().or(self.partial.last()) == Some(&b'\r');
+        if held > self.max_line && !(held == self.max_line + 1 && ends_in_cr) {
             return Err(self.too_long());
         }
         self.partial.extend_from_slice(rest);
@@ -142,5 +144,55 @@ fn emit(line: &[u8], on_line: &mut impl FnMut(&[u8])) {
 pub fn for_each_line(message: &[u8], mut on_line: impl FnMut(&[u8])) {
     for line in message.split(|&byte| byte == b'\n') {
         emit(line, &mut on_line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(framer: &mut LineFramer, input: &[u8]) -> Result<Vec<String>, LineTooLong> {
+        let mut out = Vec::new();
+        framer.feed(input, |line| out.push(String::from_utf8_lossy(line).into_owned()))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn splits_strips_cr_and_skips_empty_lines() {
+        let mut framer = LineFramer::new(100);
+        assert_eq!(lines(&mut framer, b"a\r\n\n\r\nb\nc").unwrap(), ["a", "b"]);
+        assert_eq!(lines(&mut framer, b"d\ne\n").unwrap(), ["cd", "e"]);
+        assert_eq!(framer.held_capacity(), 0, "no buffer is kept once the line completes");
+    }
+
+    #[test]
+    fn skips_the_blank_tail_of_a_handshake_line_only() {
+        let mut framer = LineFramer::after_handshake(100);
+        assert_eq!(lines(&mut framer, b" \t").unwrap(), Vec::<String>::new());
+        assert_eq!(lines(&mut framer, b"\r\n  x\n").unwrap(), ["  x"]);
+        let mut framer = LineFramer::after_handshake(100);
+        assert_eq!(lines(&mut framer, b"  hi\n").unwrap(), ["hi"]);
+    }
+
+    #[test]
+    fn the_limit_applies_to_the_line_without_its_ending() {
+        let mut framer = LineFramer::new(4);
+        assert_eq!(lines(&mut framer, b"abcd\r\nab").unwrap(), ["abcd"]);
+        assert_eq!(lines(&mut framer, b"cd\r").unwrap(), Vec::<String>::new());
+        assert_eq!(lines(&mut framer, b"\n").unwrap(), ["abcd"]);
+        assert_eq!(lines(&mut framer, b"ok\nabcde\n"), Err(LineTooLong { max_line: 4 }));
+        let mut framer = LineFramer::new(4);
+        assert_eq!(lines(&mut framer, b"abc"), Ok(vec![]));
+        assert_eq!(lines(&mut framer, b"de"), Err(LineTooLong { max_line: 4 }));
+        let mut framer = LineFramer::new(4);
+        assert_eq!(lines(&mut framer, b"abc"), Ok(vec![]));
+        assert_eq!(lines(&mut framer, b"de\n"), Err(LineTooLong { max_line: 4 }));
+    }
+
+    #[test]
+    fn websocket_messages_split_like_the_stream() {
+        let mut out = Vec::new();
+        for_each_line(b"one\r\ntwo\n\nthree\n", |line| out.push(line.to_vec()));
+        assert_eq!(out, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
     }
 }

@@ -186,3 +186,68 @@ impl Output {
         dropped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes `room` more bytes, then would block.
+    struct Socket {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Socket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn queue_flush_block_and_drain() {
+        let mut pool = BufferPool::default();
+        let mut output = Output::default();
+        assert_eq!(output.queue(b"hello ", 100, &mut pool), Ok(Queue::NowPending));
+        assert_eq!(output.queue(b"world", 100, &mut pool), Ok(Queue::Appended));
+        assert_eq!(output.len(), 11);
+
+        let mut socket = Socket { taken: Vec::new(), room: 4 };
+        let mut written = 0;
+        assert_eq!(output.flush(&mut socket, &mut pool, &mut written).unwrap(), Flushed::Blocked);
+        assert!(output.is_blocked());
+        assert_eq!((written, output.len()), (4, 7));
+
+        // More output while blocked stays in order behind the rest.
+        assert_eq!(output.queue(b"!", 100, &mut pool), Ok(Queue::Appended));
+        socket.room = 100;
+        assert_eq!(output.flush(&mut socket, &mut pool, &mut written).unwrap(), Flushed::Drained);
+        assert_eq!(socket.taken, b"hello world!");
+        assert!(output.is_empty());
+        assert_eq!(output.capacity(), 0, "a drained connection holds no buffer");
+        assert_eq!(pool.pooled(), 1, "the buffer went back to the pool");
+    }
+
+    #[test]
+    fn the_cap_counts_unwritten_bytes_only() {
+        let mut pool = BufferPool::default();
+        let mut output = Output::default();
+        output.queue(&[1; 8], 10, &mut pool).unwrap();
+        assert_eq!(output.queue(&[2; 3], 10, &mut pool), Err(OverCap));
+        let mut socket = Socket { taken: Vec::new(), room: 5 };
+        output.flush(&mut socket, &mut pool, &mut 0).unwrap();
+        assert_eq!(output.queue(&[2; 7], 10, &mut pool), Ok(Queue::Appended));
+        assert_eq!(output.len(), 10);
+        assert_eq!(output.discard(&mut pool), 10);
+        assert!(output.is_empty());
+    }
+}
