@@ -28,8 +28,9 @@ pub struct Config {
     /// Bytes of tungstenite read buffer per WebSocket connection (the
     /// original's `Rbsize`).
     pub ws_read_buffer: usize,
-    /// Bytes tungstenite gathers before handing frames on (the original's
-    /// `Wbsize`).
+    /// Bytes of frames tungstenite gathers before handing them to the
+    /// connection's output buffer (the original's `Wbsize`). Broadcasts are
+    /// framed by machat itself and bypass it.
     pub ws_write_buffer: usize,
 }
 
@@ -41,8 +42,8 @@ pub const DEFAULT_MAX_PENDING: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-pub const DEFAULT_WS_READ_BUFFER: usize = 512;
-pub const DEFAULT_WS_WRITE_BUFFER: usize = 0;
+pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
+pub const DEFAULT_WS_WRITE_BUFFER: usize = 1024;
 
 impl Default for Config {
     fn default() -> Self {
