@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 
 use crate::broadcast::Batch;
@@ -106,13 +106,11 @@ pub(crate) struct EventLoop {
     listeners: Vec<Listener>,
     connections: Slab<Connection>,
     rooms: Rooms,
-    pool: BufferPool,
-    /// Connections whose output went from empty to pending this turn.
-    to_flush: Vec<ConnId>,
+    outbox: Outbox,
     /// Connections that used their read budget with input possibly left.
     to_read: Vec<ConnId>,
-    /// Members found over their output cap during a broadcast.
-    slow: Vec<ConnId>,
+    /// Members that could not take a broadcast, closed after it.
+    cut: Vec<(ConnId, Cut)>,
     /// Deadlines (handshake, linger), checked lazily against the
     /// connection's current stage when they come due.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -144,10 +142,13 @@ impl EventLoop {
             listeners,
             connections: Slab::new(),
             rooms: Rooms::new(),
-            pool: BufferPool::default(),
-            to_flush: Vec::new(),
+            outbox: Outbox {
+                pool: BufferPool::default(),
+                to_flush: Vec::new(),
+                max_pending: config.max_pending,
+            },
             to_read: Vec::new(),
-            slow: Vec::new(),
+            cut: Vec::new(),
             timers: BinaryHeap::new(),
             read_buffer: vec![0; READ_CHUNK],
             batch: Batch::new(),
@@ -642,32 +643,37 @@ impl EventLoop {
             self.batch.encode_frames();
         }
         let messages = self.batch.len() as u64;
+        let registry = self.poll.registry();
         for member in members.members() {
             let Some(connection) = self.connections.get_mut(member.conn) else { continue };
             let bytes = match member.transport {
                 Transport::Tcp => self.batch.lines(),
                 Transport::WebSocket => self.batch.frames(),
             };
-            match connection.output.queue(bytes, self.config.max_pending, &mut self.pool) {
-                Ok(Queue::NowPending) => {
-                    self.to_flush.push(member.conn);
-                    self.stats.output_buffers += 1;
-                    self.stats.queued_bytes += bytes.len() as u64;
-                }
-                Ok(Queue::Appended) => self.stats.queued_bytes += bytes.len() as u64,
-                Err(OverCap) => self.slow.push(member.conn),
+            if let Err(cut) = self.outbox.queue(member.conn, connection, bytes, &mut self.stats, registry) {
+                self.cut.push((member.conn, cut));
             }
         }
         self.stats.messages_in += messages;
-        self.stats.deliveries += messages * (members.len() - self.slow.len()) as u64;
+        self.stats.deliveries += messages * (members.len() - self.cut.len()) as u64;
         self.batch.clear();
-        while let Some(key) = self.slow.pop() {
-            self.stats.slow_consumers += 1;
-            log::warn!(
-                "connection {key}: slow consumer, more than {} bytes of output queued; disconnecting",
-                self.config.max_pending
-            );
-            self.close_now(key, "slow consumer");
+        while let Some((key, cut)) = self.cut.pop() {
+            self.close_cut(key, cut);
+        }
+    }
+
+    /// Closes a connection that could not take its output.
+    fn close_cut(&mut self, key: ConnId, cut: Cut) {
+        match cut {
+            Cut::SlowConsumer => {
+                self.stats.slow_consumers += 1;
+                log::warn!(
+                    "connection {key}: slow consumer, more than {} bytes of output queued; disconnecting",
+                    self.config.max_pending
+                );
+                self.close_now(key, "slow consumer");
+            }
+            Cut::Broken(error) => self.close_now(key, &error.to_string()),
         }
     }
 
@@ -680,23 +686,15 @@ impl EventLoop {
             return;
         }
         let Some(connection) = self.connections.get_mut(key) else { return };
-        match connection.output.queue(&self.scratch, self.config.max_pending, &mut self.pool) {
-            Ok(Queue::NowPending) => {
-                self.to_flush.push(key);
-                self.stats.output_buffers += 1;
-                self.stats.queued_bytes += self.scratch.len() as u64;
-            }
-            Ok(Queue::Appended) => self.stats.queued_bytes += self.scratch.len() as u64,
-            Err(OverCap) => {
-                self.stats.slow_consumers += 1;
-                self.close_now(key, "slow consumer");
-            }
-        }
+        let queued = self.outbox.queue(key, connection, &self.scratch, &mut self.stats, self.poll.registry());
         self.scratch.clear();
+        if let Err(cut) = queued {
+            self.close_cut(key, cut);
+        }
     }
 
     fn flush_pending(&mut self) {
-        while let Some(key) = self.to_flush.pop() {
+        while let Some(key) = self.outbox.to_flush.pop() {
             if self.connections.get(key).is_some_and(|c| matches!(c.output, Output::Pending(_))) {
                 self.flush(key);
             }
@@ -709,39 +707,15 @@ impl EventLoop {
         }
     }
 
-    /// Writes what the socket takes; registers or drops WRITABLE interest
-    /// as the connection becomes blocked or drains.
+    /// Writes what the socket takes; a closing connection whose output is
+    /// now empty moves on to draining.
     fn flush(&mut self, key: ConnId) {
         let Some(connection) = self.connections.get_mut(key) else { return };
-        let was_blocked = connection.output.is_blocked();
-        let mut written = 0;
-        let flushed = connection.output.flush(&mut connection.socket, &mut self.pool, &mut written);
-        self.stats.bytes_out += written as u64;
-        self.stats.queued_bytes -= written as u64;
-        let registry = self.poll.registry();
-        let reregistered = match flushed {
-            Ok(Flushed::Drained) => {
-                self.stats.output_buffers -= 1;
-                if was_blocked {
-                    registry.reregister(&mut connection.socket, Token(key), Interest::READABLE)
-                } else {
-                    Ok(())
-                }
-            }
-            Ok(Flushed::Blocked) if !was_blocked => registry.reregister(
-                &mut connection.socket,
-                Token(key),
-                Interest::READABLE | Interest::WRITABLE,
-            ),
-            Ok(Flushed::Blocked) => Ok(()),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = reregistered {
+        if let Err(error) = self.outbox.write(key, connection, &mut self.stats, self.poll.registry()) {
             self.close_now(key, &error.to_string());
             return;
         }
-        let closing = matches!(connection.stage, Stage::Closing { .. });
-        if closing && connection.output.is_empty() {
+        if matches!(connection.stage, Stage::Closing { .. }) && connection.output.is_empty() {
             self.start_draining(key);
         }
     }
@@ -827,7 +801,7 @@ impl EventLoop {
         }
         let mut connection = self.connections.remove(key);
         let had_output = !connection.output.is_empty();
-        let dropped = connection.output.discard(&mut self.pool);
+        let dropped = connection.output.discard(&mut self.outbox.pool);
         self.stats.queued_bytes -= dropped as u64;
         if had_output {
             self.stats.output_buffers -= 1;
@@ -941,6 +915,91 @@ impl EventLoop {
         self.stats.rooms = self.rooms.len() as u64;
         self.stats.members = self.rooms.member_count() as u64;
         self.shared_stats.publish(&self.stats);
+    }
+}
+
+/// Why a connection could not take more output.
+#[derive(Debug)]
+enum Cut {
+    /// Its queue would pass `--max-pending` even after writing what the
+    /// socket takes.
+    SlowConsumer,
+    /// Writing to it failed.
+    Broken(io::Error),
+}
+
+/// The output side of the loop: the buffer pool, the connections to flush
+/// at the end of the turn, and the per-connection cap.
+struct Outbox {
+    pool: BufferPool,
+    /// Connections whose output went from empty to pending this turn.
+    to_flush: Vec<ConnId>,
+    max_pending: usize,
+}
+
+impl Outbox {
+    /// Queues `bytes` for a connection, to be written at the end of the
+    /// turn. If that would pass the cap, the socket gets a chance to take
+    /// what it can first: the cap is for clients that do not read, not for
+    /// a busy turn.
+    fn queue(
+        &mut self,
+        key: ConnId,
+        connection: &mut Connection,
+        bytes: &[u8],
+        stats: &mut Stats,
+        registry: &Registry,
+    ) -> Result<(), Cut> {
+        let queued = match connection.output.queue(bytes, self.max_pending, &mut self.pool) {
+            Err(OverCap) => {
+                self.write(key, connection, stats, registry).map_err(Cut::Broken)?;
+                connection.output.queue(bytes, self.max_pending, &mut self.pool)
+            }
+            queued => queued,
+        };
+        match queued {
+            Ok(Queue::NowPending) => {
+                self.to_flush.push(key);
+                stats.output_buffers += 1;
+            }
+            Ok(Queue::Appended) => {}
+            Err(OverCap) => return Err(Cut::SlowConsumer),
+        }
+        stats.queued_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes what the socket takes, and keeps WRITABLE interest registered
+    /// exactly while output is blocked.
+    fn write(
+        &mut self,
+        key: ConnId,
+        connection: &mut Connection,
+        stats: &mut Stats,
+        registry: &Registry,
+    ) -> io::Result<()> {
+        if connection.output.is_empty() {
+            return Ok(());
+        }
+        let was_blocked = connection.output.is_blocked();
+        let mut written = 0;
+        let flushed = connection.output.flush(&mut connection.socket, &mut self.pool, &mut written);
+        stats.bytes_out += written as u64;
+        stats.queued_bytes -= written as u64;
+        match flushed? {
+            Flushed::Drained => {
+                stats.output_buffers -= 1;
+                if was_blocked {
+                    registry.reregister(&mut connection.socket, Token(key), Interest::READABLE)?;
+                }
+            }
+            Flushed::Blocked if !was_blocked => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                registry.reregister(&mut connection.socket, Token(key), interest)?;
+            }
+            Flushed::Blocked => {}
+        }
+        Ok(())
     }
 }
 
