@@ -203,15 +203,14 @@ fn handshake_abuse_is_cut_off() {
     let mut trickle = TcpClient::connect(server.tcp);
     let mut writer = trickle.stream.try_clone().unwrap();
     let trickling = thread::spawn(move || {
-        let mut sent = 0;
-        for byte in b"{\"name\":\"".iter().chain(std::iter::repeat(&b'a')) {
+        let bytes = b"{\"name\":\"".iter().chain(std::iter::repeat(&b'a'));
+        for (sent, byte) in bytes.enumerate() {
             if writer.write_all(&[*byte]).is_err() {
                 return sent;
             }
-            sent += 1;
             thread::sleep(Duration::from_millis(20));
         }
-        unreachable!()
+        unreachable!("the server never cut the trickle off")
     });
     // Oversized: a handshake that never ends within 4 KiB.
     let mut oversized = TcpClient::connect(server.tcp);
