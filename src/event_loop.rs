@@ -56,6 +56,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(5);
 const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 /// Events taken from one `poll`.
 const EVENTS_CAPACITY: usize = 1024;
+/// After this long without events, pooled output buffers are freed.
+const POOL_IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// A listening socket and whether it is accepting.
 #[derive(Debug)]
@@ -179,6 +181,10 @@ impl EventLoop {
             }
             self.now = Instant::now();
             self.stats.loop_turns += 1;
+            if events.is_empty() && self.to_read.is_empty() {
+                // Idle: give back the memory of the last burst.
+                self.outbox.pool.release();
+            }
 
             self.read_carried_over();
             for event in &events {
@@ -223,7 +229,8 @@ impl EventLoop {
             Phase::ShuttingDown { deadline } => Some(deadline),
             Phase::Serving => None,
         };
-        let next = timers.into_iter().chain(listeners).chain(shutdown).min()?;
+        let pool_release = (self.outbox.pool.pooled() > 0).then(|| Instant::now() + POOL_IDLE_RELEASE);
+        let next = timers.into_iter().chain(listeners).chain(shutdown).chain(pool_release).min()?;
         // Round up, so the loop does not wake a hair early and spin.
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }

@@ -12,26 +12,38 @@
 use std::io::{self, Write};
 
 /// A buffer starts this large; most turns queue far less.
-const INITIAL_CAPACITY: usize = 2048;
+const INITIAL_CAPACITY: usize = 1024;
 /// Buffers that grew past this are freed instead of pooled.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
-/// Free buffers kept for reuse.
-const MAX_POOLED_BUFFERS: usize = 4096;
+/// Most bytes of free buffers kept for reuse: enough for one buffer per
+/// member of a room of tens of thousands.
+const MAX_POOLED_BYTES: usize = 32 * 1024 * 1024;
 
-/// Reusable buffers shared by all connections of one loop.
+/// Reusable buffers shared by all connections of one loop. The loop
+/// empties it when it goes idle, so the memory of a burst is not kept.
 #[derive(Debug, Default)]
 pub struct BufferPool {
     free: Vec<Vec<u8>>,
+    /// Capacity of the buffers in `free`.
+    pooled_bytes: usize,
 }
 
 impl BufferPool {
     fn take(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_else(|| Vec::with_capacity(INITIAL_CAPACITY))
+        match self.free.pop() {
+            Some(buffer) => {
+                self.pooled_bytes -= buffer.capacity();
+                buffer
+            }
+            None => Vec::with_capacity(INITIAL_CAPACITY),
+        }
     }
 
     fn give(&mut self, mut buffer: Vec<u8>) {
-        if buffer.capacity() <= MAX_POOLED_CAPACITY && self.free.len() < MAX_POOLED_BUFFERS {
+        let capacity = buffer.capacity();
+        if capacity <= MAX_POOLED_CAPACITY && self.pooled_bytes + capacity <= MAX_POOLED_BYTES {
             buffer.clear();
+            self.pooled_bytes += capacity;
             self.free.push(buffer);
         }
     }
@@ -39,6 +51,12 @@ impl BufferPool {
     /// Buffers waiting for reuse.
     pub fn pooled(&self) -> usize {
         self.free.len()
+    }
+
+    /// Frees every pooled buffer.
+    pub fn release(&mut self) {
+        self.free = Vec::new();
+        self.pooled_bytes = 0;
     }
 }
 
