@@ -34,12 +34,17 @@ use crate::broadcast::Batch;
 use crate::config::Config;
 use crate::connection::{Connection, MemberInput, Membership, Stage};
 use crate::handshake::{self, Handshake, HandshakeError, JoinRequest, Step};
-use crate::http::{self, Parsed, Response, Route, Routes};
+use crate::http::{self, Page, Parsed, Response, Route, Routes};
 use crate::line_framing::{LineFramer, for_each_line};
 use crate::output::{BufferPool, Flushed, Output, OverCap, Queue};
 use crate::rooms::{ConnId, NameTaken, RoomId, Rooms, Transport};
 use crate::stats::{SharedStats, Stats};
 use crate::websocket::{self, Flow, WsError, WsEvent, WsLimits, WsSession, close_code};
+
+/// The browser chat page served at `/`, compiled in.
+const CHAT_PAGE: &str = include_str!("chat_page.html");
+/// Where the page's script expects the WebSocket path, as a JSON string.
+const WS_PATH_PLACEHOLDER: &str = "\"__MACHAT_WS_PATH__\"";
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 const TCP_LISTENER: Token = Token(usize::MAX - 1);
@@ -325,7 +330,9 @@ impl EventLoop {
             log::warn!("refusing a connection: server full ({} connections)", self.config.max_connections);
             match transport {
                 Transport::Tcp => self.fail(key, "server full", close_code::POLICY),
-                Transport::WebSocket => self.respond(key, Response::text(503, "server full")),
+                Transport::WebSocket => {
+                    self.respond(key, Response::text(503, "server full"), Reply::AndClose)
+                }
             }
         }
     }
@@ -471,7 +478,7 @@ impl EventLoop {
             held.extend_from_slice(input);
             &held
         };
-        let route = match http::parse_request(buffer) {
+        let (request, len) = match http::parse_request(buffer) {
             Parsed::Partial => {
                 if held.is_empty() {
                     held = input.to_vec();
@@ -480,34 +487,69 @@ impl EventLoop {
                 count_input_buffer(&mut self.stats, false, true);
                 return &[];
             }
-            Parsed::Rejected(response) => Route::Respond(response),
-            Parsed::Complete { request, len } => {
-                // A partial head never holds a complete request, so the
-                // bytes after the head are all in this read.
-                let after_head = buffer.len() - len;
-                let routes = Routes {
-                    websocket_path: &self.config.ws_path,
-                    allowed_origins: &self.config.allowed_origins,
-                };
-                let route = http::route(&request, routes);
-                if let Route::Upgrade { response } = route {
-                    self.upgrade(key, response, deadline);
-                    return &input[input.len() - after_head..];
-                }
-                route
+            Parsed::Rejected(response) => {
+                self.respond(key, response, Reply::AndClose);
+                return &[];
             }
+            Parsed::Complete { request, len } => (request, len),
         };
-        if let Route::Respond(response) = route {
-            self.respond(key, response);
+        // A partial head never holds a complete request, so the bytes
+        // after the head (WebSocket frames, a pipelined request) are all
+        // in this read.
+        let rest = &input[input.len() - (buffer.len() - len)..];
+        let routes =
+            Routes { websocket_path: &self.config.ws_path, allowed_origins: &self.config.allowed_origins };
+        let head_only = request.is_head();
+        match http::route(&request, routes) {
+            Route::Upgrade { response } => {
+                self.upgrade(key, response, deadline);
+                rest
+            }
+            Route::Page(page) if request.keep_alive() => {
+                let response = self.render(page);
+                self.respond(key, response, Reply::KeepAlive { head_only });
+                rest
+            }
+            Route::Page(page) => {
+                let response = self.render(page);
+                self.respond(key, response, Reply::AndClose);
+                &[]
+            }
+            Route::Respond(response) => {
+                self.respond(key, response, Reply::AndClose);
+                &[]
+            }
         }
-        &[]
+    }
+
+    /// The response for one of the server's pages.
+    fn render(&mut self, page: Page) -> Response {
+        match page {
+            Page::Chat => {
+                // The page learns the WebSocket path from a JSON string in
+                // its script; `<` is escaped so the path cannot end the script.
+                let path =
+                    serde_json::to_string(&self.config.ws_path).unwrap_or_default().replace('<', "\\u003c");
+                Response::new(200)
+                    .with_header("Content-Type", "text/html; charset=utf-8")
+                    .with_header("Cache-Control", "no-cache")
+                    .with_body(CHAT_PAGE.replace(WS_PATH_PLACEHOLDER, &path).into_bytes())
+            }
+            Page::Metrics => {
+                self.refresh_gauges();
+                Response::new(200)
+                    .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                    .with_body(self.stats.to_prometheus().into_bytes())
+            }
+            Page::Health => Response::text(200, "ok"),
+        }
     }
 
     /// Sends the 101 response and switches the connection to WebSocket.
     fn upgrade(&mut self, key: ConnId, response: Response, deadline: Instant) {
         self.stats.count_http_response(response.status);
         self.scratch.clear();
-        response.encode(&mut self.scratch);
+        response.encode(&mut self.scratch, true, false);
         let limits = WsLimits { max_message: handshake::MAX_HANDSHAKE_BYTES, ..self.ws_limits() };
         self.set_stage(key, Stage::WsHandshake { session: Box::new(WsSession::new(limits)), deadline });
         self.queue_scratch(key);
@@ -755,14 +797,29 @@ impl EventLoop {
         self.enter_closing(key);
     }
 
-    /// Sends an HTTP response and closes once it is flushed.
-    fn respond(&mut self, key: ConnId, response: Response) {
+    /// Sends an HTTP response; then either waits for the next request on
+    /// the same connection or closes once the response is flushed.
+    fn respond(&mut self, key: ConnId, response: Response, reply: Reply) {
         self.stats.count_http_response(response.status);
-        log::info!("connection {key}: HTTP {}", response.status);
+        if response.status >= 400 {
+            log::info!("connection {key}: HTTP {}", response.status);
+        }
         self.scratch.clear();
-        response.encode(&mut self.scratch);
-        self.queue_scratch(key);
-        self.enter_closing(key);
+        match reply {
+            Reply::KeepAlive { head_only } => {
+                response.encode(&mut self.scratch, true, head_only);
+                self.queue_scratch(key);
+                let deadline = self.now + self.config.handshake_timeout;
+                if self.set_stage(key, Stage::HttpRequest { head: Vec::new(), deadline }).is_some() {
+                    self.timers.push(Reverse((deadline, key)));
+                }
+            }
+            Reply::AndClose => {
+                response.encode(&mut self.scratch, false, false);
+                self.queue_scratch(key);
+                self.enter_closing(key);
+            }
+        }
     }
 
     /// Stops reading (a member leaves its room at once) and flushes what is
@@ -848,9 +905,12 @@ impl EventLoop {
             Stage::TcpHandshake { .. } | Stage::WsHandshake { .. } => {
                 self.fail_handshake(key, HandshakeError::TimedOut)
             }
+            // Nothing started (a kept-alive connection gone quiet, or one
+            // that never spoke): just close.
+            Stage::HttpRequest { ref head, .. } if head.is_empty() => self.close_now(key, "idle timeout"),
             Stage::HttpRequest { .. } => {
                 self.stats.count_handshake_error(&HandshakeError::TimedOut);
-                self.respond(key, Response::text(408, "request not received in time"));
+                self.respond(key, Response::text(408, "request not received in time"), Reply::AndClose);
             }
             Stage::Closing { .. } | Stage::Draining { .. } => self.close_now(key, "linger timeout"),
             Stage::Member(_) => {}
@@ -918,11 +978,25 @@ impl EventLoop {
     }
 
     fn publish_stats(&mut self) {
+        self.refresh_gauges();
+        self.shared_stats.publish(&self.stats);
+    }
+
+    /// Fills in the gauges that are read off the loop's state.
+    fn refresh_gauges(&mut self) {
         self.stats.connections = self.connections.len() as u64;
         self.stats.rooms = self.rooms.len() as u64;
         self.stats.members = self.rooms.member_count() as u64;
-        self.shared_stats.publish(&self.stats);
     }
+}
+
+/// What happens to an HTTP connection after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// Wait for another request (a HEAD request gets no body).
+    KeepAlive { head_only: bool },
+    /// Close once the response is written.
+    AndClose,
 }
 
 /// Why a connection could not take more output.

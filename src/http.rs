@@ -4,8 +4,9 @@
 //! [`parse_request`] works like `httparse` itself: give it everything
 //! received so far and it answers `Partial` (send more), a complete request
 //! borrowed from the buffer, or a rejection with its status. [`route`] then
-//! turns a request into either a WebSocket upgrade or a plain response, so
-//! more pages can be added as more arms of one match.
+//! turns a request into a WebSocket upgrade, one of the server's pages (the
+//! chat page, metrics, health), or an error response; a new page is one
+//! more arm of its match.
 
 use std::fmt::Write as _;
 
@@ -86,18 +87,63 @@ pub struct Routes<'a> {
     pub allowed_origins: &'a [String],
 }
 
+/// The pages the server serves besides the WebSocket endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `/`: the browser chat page.
+    Chat,
+    /// `/metrics`: counters in Prometheus text format.
+    Metrics,
+    /// `/healthz`: `ok`.
+    Health,
+}
+
 /// What a request gets.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     /// Switch to WebSocket; the 101 response is in `response`.
     Upgrade { response: Response },
-    /// Answer and close.
+    /// Serve a page (the caller renders it; a HEAD request gets no body).
+    Page(Page),
+    /// Answer with an error and close.
     Respond(Response),
+}
+
+impl Request<'_> {
+    /// Whether the client wants the connection kept open after the
+    /// response (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with
+    /// `Connection: keep-alive`).
+    pub fn keep_alive(&self) -> bool {
+        match self.connection {
+            Some(value) if has_token(value, "close") => false,
+            Some(value) if has_token(value, "keep-alive") => true,
+            _ => self.version >= 1,
+        }
+    }
+
+    /// Whether only the head of the response is wanted.
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
 }
 
 /// Decides what a complete request gets.
 pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
     let path = request.path.split('?').next().unwrap_or_default();
+    let page = match path {
+        "/" => Some(Page::Chat),
+        "/metrics" => Some(Page::Metrics),
+        "/healthz" => Some(Page::Health),
+        _ => None,
+    };
+    if let Some(page) = page.filter(|_| path != routes.websocket_path) {
+        return match request.method {
+            "GET" | "HEAD" => Route::Page(page),
+            _ => Route::Respond(
+                Response::text(405, "only GET and HEAD are allowed here").with_header("Allow", "GET, HEAD"),
+            ),
+        };
+    }
     if path != routes.websocket_path {
         return Route::Respond(Response::text(404, &format!("no such path: {path}")));
     }
@@ -180,16 +226,19 @@ impl Response {
         &self.body
     }
 
-    /// Appends the response to `out`. Every response but 101 closes the
-    /// connection after it.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the response to `out`, saying whether the connection stays
+    /// open after it. A response to HEAD (`head_only`) has no body.
+    pub fn encode(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
         let mut head = format!("HTTP/1.1 {} {}\r\n{}", self.status, reason(self.status), self.headers);
         if self.status != 101 {
-            let _ = write!(head, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
+            let connection = if keep_alive { "keep-alive" } else { "close" };
+            let _ = write!(head, "Content-Length: {}\r\nConnection: {connection}\r\n", self.body.len());
         }
         head.push_str("\r\n");
         out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(&self.body);
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
     }
 }
 
@@ -197,6 +246,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        408 => "Request Timeout",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -229,6 +279,7 @@ Origin: http://localhost:8099/\r\n\r\n";
     fn status(route: Route) -> u16 {
         match route {
             Route::Upgrade { response } | Route::Respond(response) => response.status,
+            Route::Page(_) => 200,
         }
     }
 
@@ -238,7 +289,7 @@ Origin: http://localhost:8099/\r\n\r\n";
             panic!("expected an upgrade");
         };
         let mut out = Vec::new();
-        response.encode(&mut out);
+        response.encode(&mut out, true, false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         // The example key and answer from RFC 6455 §1.3.
@@ -269,6 +320,42 @@ Origin: http://localhost:8099/\r\n\r\n";
         let allowed = ["HTTP://localhost:8099/".to_string()];
         assert_eq!(status(route(&complete(UPGRADE), routes(&allowed))), 101);
         assert!(matches!(parse_request(b"{\"name\":\"Mina\"}\n"), Parsed::Rejected(r) if r.status == 400));
+    }
+
+    #[test]
+    fn pages_answer_get_and_head_only() {
+        let get = |path: &str, method: &str| {
+            let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let route = route(&complete(raw.as_bytes()), routes(&[]));
+            match route {
+                Route::Page(page) => Ok(page),
+                Route::Respond(response) | Route::Upgrade { response } => Err(response.status),
+            }
+        };
+        assert_eq!(get("/", "GET"), Ok(Page::Chat));
+        assert_eq!(get("/?room=dev", "HEAD"), Ok(Page::Chat));
+        assert_eq!(get("/metrics", "GET"), Ok(Page::Metrics));
+        assert_eq!(get("/healthz", "GET"), Ok(Page::Health));
+        assert_eq!(get("/metrics", "POST"), Err(405));
+        assert_eq!(get("/nope", "GET"), Err(404));
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        let keep = |raw: &[u8]| complete(raw).keep_alive();
+        assert!(keep(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!keep(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(keep(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn head_responses_have_no_body_but_its_length() {
+        let mut out = Vec::new();
+        Response::text(200, "ok").encode(&mut out, false, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Content-Length: 3\r\nConnection: close\r\n\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]

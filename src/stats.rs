@@ -124,3 +124,88 @@ impl Stats {
         HTTP_STATUSES.iter().position(|&known| known == status).map_or(0, |slot| self.http_responses[slot])
     }
 }
+
+impl Stats {
+    /// The counters in Prometheus' text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP machat_{name} {help}\n# TYPE machat_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "machat_{name}{labels} {value}");
+            }
+        };
+        let tcp = "{transport=\"tcp\"}";
+        let ws = "{transport=\"websocket\"}";
+        metric(
+            "connections",
+            "gauge",
+            "Open client connections by the listener that accepted them.",
+            &[(tcp, self.tcp_connections), (ws, self.ws_connections)],
+        );
+        metric("rooms", "gauge", "Rooms with at least one member.", &[("", self.rooms)]);
+        metric("room_members", "gauge", "Members over all rooms.", &[("", self.members)]);
+        metric(
+            "queued_output_bytes",
+            "gauge",
+            "Bytes queued for clients, not yet written.",
+            &[("", self.queued_bytes)],
+        );
+        metric(
+            "buffers",
+            "gauge",
+            "Connections holding a buffer of their own.",
+            &[("{kind=\"output\"}", self.output_buffers), ("{kind=\"input\"}", self.input_buffers)],
+        );
+        metric("connections_accepted_total", "counter", "Connections accepted.", &[("", self.accepted)]);
+        metric(
+            "connections_refused_total",
+            "counter",
+            "Connections refused because the server was full.",
+            &[("", self.refused_full)],
+        );
+        metric("joins_total", "counter", "Successful joins.", &[("", self.joins)]);
+        metric("messages_received_total", "counter", "Chat messages received.", &[("", self.messages_in)]);
+        metric(
+            "deliveries_total",
+            "counter",
+            "Messages delivered, one per recipient.",
+            &[("", self.deliveries)],
+        );
+        metric("received_bytes_total", "counter", "Bytes read from clients.", &[("", self.bytes_in)]);
+        metric("sent_bytes_total", "counter", "Bytes written to clients.", &[("", self.bytes_out)]);
+        metric(
+            "slow_consumer_disconnects_total",
+            "counter",
+            "Members cut off because their queued output passed --max-pending.",
+            &[("", self.slow_consumers)],
+        );
+        metric(
+            "accept_pauses_total",
+            "counter",
+            "Times accepting paused for lack of descriptors.",
+            &[("", self.accept_pauses)],
+        );
+        metric("loop_turns_total", "counter", "Event loop wake-ups.", &[("", self.loop_turns)]);
+        let reasons: Vec<(String, u64)> = HANDSHAKE_ERROR_LABELS
+            .iter()
+            .zip(self.handshake_errors)
+            .map(|(label, value)| (format!("{{reason=\"{label}\"}}"), value))
+            .collect();
+        let reasons: Vec<(&str, u64)> =
+            reasons.iter().map(|(labels, value)| (labels.as_str(), *value)).collect();
+        metric("handshake_errors_total", "counter", "Failed handshakes by reason.", &reasons);
+        let statuses: Vec<(String, u64)> = HTTP_STATUSES
+            .iter()
+            .map(|status| status.to_string())
+            .chain(["other".to_owned()])
+            .zip(self.http_responses)
+            .map(|(status, value)| (format!("{{status=\"{status}\"}}"), value))
+            .collect();
+        let statuses: Vec<(&str, u64)> =
+            statuses.iter().map(|(labels, value)| (labels.as_str(), *value)).collect();
+        metric("http_responses_total", "counter", "HTTP responses by status.", &statuses);
+        out
+    }
+}
