@@ -76,10 +76,15 @@ pub(crate) struct Listener {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accepting {
     Open,
-    /// Out of descriptors: deregistered until `until`, or until a
-    /// connection closes and frees one.
+    /// Out of descriptors since `since`: deregistered until `until`, or
+    /// until a connection closes and frees one.
     Paused {
         until: Instant,
+        since: Instant,
+    },
+    /// Listening again after a pause; open once an accept succeeds.
+    Retrying {
+        since: Instant,
     },
 }
 
@@ -213,7 +218,7 @@ impl EventLoop {
             self.publish_stats();
 
             if let Phase::ShuttingDown { deadline } = self.phase
-                && (self.connections.is_empty() || self.now >= deadline)
+                && (self.now >= deadline || self.everything_written())
             {
                 self.finish_shutdown();
                 return Ok(());
@@ -227,8 +232,8 @@ impl EventLoop {
         }
         let timers = self.timers.peek().map(|Reverse((at, _))| *at);
         let listeners = self.listeners.iter().filter_map(|listener| match listener.state {
-            Accepting::Paused { until } => Some(until),
-            Accepting::Open => None,
+            Accepting::Paused { until, .. } => Some(until),
+            Accepting::Open | Accepting::Retrying { .. } => None,
         });
         let shutdown = match self.phase {
             Phase::ShuttingDown { deadline } => Some(deadline),
@@ -251,11 +256,17 @@ impl EventLoop {
         };
         loop {
             let listener = &mut self.listeners[index];
-            if listener.state != Accepting::Open {
+            if let Accepting::Paused { .. } = listener.state {
                 return;
             }
             match listener.socket.accept() {
-                Ok((socket, _)) => self.admit(socket, transport),
+                Ok((socket, _)) => {
+                    if let Accepting::Retrying { since } = listener.state {
+                        log::info!("accepting again after {:.1?} out of descriptors", self.now - since);
+                        listener.state = Accepting::Open;
+                    }
+                    self.admit(socket, transport);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
                     if matches!(
@@ -266,9 +277,17 @@ impl EventLoop {
                     // The listener stays readable while connections wait,
                     // so retrying now would spin. Stop listening until a
                     // descriptor is freed or the retry time comes.
-                    log::warn!("accept failed ({error}); pausing accepts until a descriptor frees up");
+                    let since = match listener.state {
+                        Accepting::Retrying { since } => since,
+                        _ => {
+                            log::warn!(
+                                "accept failed ({error}); pausing accepts until a descriptor frees up"
+                            );
+                            self.now
+                        }
+                    };
                     let _ = self.poll.registry().deregister(&mut listener.socket);
-                    listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY };
+                    listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
                     self.stats.accept_pauses += 1;
                     return;
                 }
@@ -283,16 +302,16 @@ impl EventLoop {
     fn resume_accepting_when_due(&mut self) {
         for index in 0..self.listeners.len() {
             let listener = &mut self.listeners[index];
-            let Accepting::Paused { until } = listener.state else { continue };
+            let Accepting::Paused { until, since } = listener.state else { continue };
             if until > self.now || self.phase != Phase::Serving {
                 continue;
             }
-            listener.state = Accepting::Open;
+            listener.state = Accepting::Retrying { since };
             if let Err(error) =
                 self.poll.registry().register(&mut listener.socket, listener.token, Interest::READABLE)
             {
                 log::warn!("cannot listen again: {error}");
-                listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY };
+                listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
                 continue;
             }
             let transport = listener.transport;
@@ -879,7 +898,7 @@ impl EventLoop {
         drop(connection);
         // A descriptor was freed: a paused listener can try again now.
         for listener in &mut self.listeners {
-            if let Accepting::Paused { until } = &mut listener.state {
+            if let Accepting::Paused { until, .. } = &mut listener.state {
                 *until = self.now;
             }
         }
@@ -960,12 +979,19 @@ impl EventLoop {
         }
     }
 
+    /// During shutdown: whether every connection has been sent all it was
+    /// owed and its FIN (it is draining, or gone). Peers that have not
+    /// closed their side yet are not waited for.
+    fn everything_written(&self) -> bool {
+        self.connections.iter().all(|(_, connection)| matches!(connection.stage, Stage::Draining { .. }))
+    }
+
     fn finish_shutdown(&mut self) {
-        let left = self.connections.len();
+        let cut = self.connections.iter().filter(|(_, connection)| !connection.output.is_empty()).count();
         let unflushed = self.stats.queued_bytes;
         log::info!(
             "shutdown complete: {} connections served, {} messages in, {} deliveries; \
-             {left} connections cut at the grace deadline with {unflushed} bytes unsent",
+             {cut} connections cut at the grace deadline with {unflushed} bytes unsent",
             self.stats.accepted,
             self.stats.messages_in,
             self.stats.deliveries
