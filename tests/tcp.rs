@@ -478,7 +478,8 @@ fn long_line_split_across_many_writes_is_refused() {
 }
 
 /// A line of exactly `max_line` bytes is accepted, with or without `\r`,
-/// in one read or many.
+/// in one read or many; the partial line's buffer is given back once the
+/// line is complete.
 #[test]
 fn line_of_exactly_max_line_is_accepted() {
     let server = TestServer::with_config(small_lines());
@@ -489,10 +490,15 @@ fn line_of_exactly_max_line_is_accepted() {
     sender.expect_line(&format!("S:{line}"));
     for piece in line.as_bytes().chunks(300) {
         send_and_wait_read(&server, &mut sender, piece);
+        assert_eq!(server.stats().input_buffers, 1, "the partial line is held");
     }
     send_and_wait_read(&server, &mut sender, b"\r");
     sender.send_raw(b"\n");
     sender.expect_line(&format!("S:{line}"));
+    // Once the line is complete, the idle member holds no buffer.
+    let stats =
+        server.wait_for("the buffers to be given back", |s| s.input_buffers == 0 && s.output_buffers == 0);
+    assert_eq!(stats.connections, 1);
 }
 
 /// A trailing `\r` is removed (one; a `\r` inside the line stays).
