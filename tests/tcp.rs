@@ -259,6 +259,10 @@ fn each_handshake_error_has_its_reason_and_closes() {
     let name_33 = "a".repeat(33);
     let room_65 = "r".repeat(65);
     let huge = format!(r#"{{"name":"Mina","room":"dev","pad":"{}"}}"#, "x".repeat(5000));
+    // One byte over: the closing brace is byte 4097.
+    let start = r#"{"name":"Mina","room":"dev","pad":""#;
+    let just_over = format!(r#"{start}{}"}}"#, "x".repeat(4097 - start.len() - 2));
+    assert_eq!(just_over.len(), 4097);
     let cases: Vec<(String, &str, &str)> = vec![
         ("hello\n".into(), not_object, "malformed"),
         (r#"["Mina","dev"]"#.into(), not_object, "malformed"),
@@ -302,6 +306,7 @@ fn each_handshake_error_has_its_reason_and_closes() {
             "invalid_room",
         ),
         (huge, "error: handshake is larger than 4096 bytes", "too_large"),
+        (just_over, "error: handshake is larger than 4096 bytes", "too_large"),
     ];
     for (bytes, error, _) in &cases {
         expect_handshake_error(&server, bytes.as_bytes(), error);
@@ -334,7 +339,8 @@ fn handshake_over_4_kib_in_many_reads_is_refused() {
 
 /// The limits' boundary values are accepted: 32 multi-byte characters of
 /// name, 64 of room, a handshake of exactly 4096 bytes; surrounding
-/// whitespace is trimmed, unknown fields (with braces in strings) ignored.
+/// whitespace is trimmed, unknown fields (with braces in strings) ignored,
+/// and braces, quotes and backslashes inside strings are no object end.
 #[test]
 fn handshake_boundary_values_are_accepted() {
     let server = TestServer::start();
@@ -359,9 +365,15 @@ fn handshake_boundary_values_are_accepted() {
     let exact = format!(r#"{start}{pad}"}}"#);
     assert_eq!(exact.len(), 4096);
     let mut big = TcpClient::connect(server.tcp);
-    big.send_raw(exact.as_bytes());
-    big.send_line("fits");
-    big.expect_line("Big:fits");
+    // The lines after it, in the same write, are past the 4 KiB budget and
+    // must not be cut by it.
+    big.send_raw(format!("{exact}fits\nand more\n").as_bytes());
+    assert_eq!(read_lines(&mut big, 2), ["Big:fits", "Big:and more"]);
+
+    // Quotes, backslashes and braces inside strings do not end the object.
+    let mut tricky = TcpClient::connect(server.tcp);
+    tricky.send_raw(&[br#"{"name":"x\\\"}y","room":"{dev}"}"#.as_slice(), b"then\n"].concat());
+    tricky.expect_line(r#"x\"}y:then"#);
 }
 
 /// A handshake that does not complete within `handshake_timeout` (here
