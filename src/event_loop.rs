@@ -596,7 +596,14 @@ impl EventLoop {
                     session.set_max_message(self.config.max_line);
                     self.join(key, request, MemberInput::WebSocket(session));
                 }
-                return &input[consumed..];
+                let rest = &input[consumed..];
+                if rest.is_empty() {
+                    // tungstenite may already hold, in its own buffer, the
+                    // frames that came behind the handshake in this read;
+                    // no more input may ever come to push them through.
+                    self.on_ws_messages(key, &[]);
+                }
+                return rest;
             }
             (Ok(_), None) if peer_closed => self.enter_closing(key),
             (Ok(_), None) => {}
