@@ -681,7 +681,14 @@ impl EventLoop {
                 self.set_stage(key, Stage::Member(Membership { room: room_id, name: name.into(), input }));
                 self.stats.joins += 1;
             }
-            Err(NameTaken) => self.fail_handshake(key, HandshakeError::NameTaken { name, room }),
+            Err(NameTaken) => {
+                if let MemberInput::WebSocket(session) = input {
+                    // The caller took the session out of its stage; put it
+                    // back so the error goes out as WebSocket frames.
+                    self.set_stage(key, Stage::WsHandshake { session, deadline: self.now });
+                }
+                self.fail_handshake(key, HandshakeError::NameTaken { name, room })
+            }
         }
     }
 
