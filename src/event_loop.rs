@@ -615,7 +615,14 @@ impl EventLoop {
                     session.set_max_message(self.config.max_line);
                     self.join(key, request, MemberInput::WebSocket(session));
                 }
-                return &input[consumed..];
+                let rest = &input[consumed..];
+                if rest.is_empty() {
+                    // tungstenite may already hold, in its own buffer, the
+                    // frames that came behind the handshake in this read;
+                    // no more input may ever come to push them through.
+                    self.on_ws_messages(key, &[]);
+                }
+                return rest;
             }
             (Ok(_), None) if peer_closed => self.enter_closing(key),
             (Ok(_), None) => {}
@@ -693,7 +700,14 @@ impl EventLoop {
                 self.set_stage(key, Stage::Member(Membership { room: room_id, name: name.into(), input }));
                 self.stats.joins += 1;
             }
-            Err(NameTaken) => self.fail_handshake(key, HandshakeError::NameTaken { name, room }),
+            Err(NameTaken) => {
+                if let MemberInput::WebSocket(session) = input {
+                    // The caller took the session out of its stage; put it
+                    // back so the error goes out as WebSocket frames.
+                    self.set_stage(key, Stage::WsHandshake { session, deadline: self.now });
+                }
+                self.fail_handshake(key, HandshakeError::NameTaken { name, room })
+            }
         }
     }
 

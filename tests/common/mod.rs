@@ -167,3 +167,216 @@ pub fn joined_tcp(address: SocketAddr, name: &str, room: &str) -> TcpClient {
     client.expect_line(&format!("{name}:hello"));
     client
 }
+
+// ===========================================================================
+// WebSocket client helpers (used by tests/websocket.rs).
+//
+// `WsClient` is tungstenite's blocking client over a std `TcpStream` with a
+// read timeout, so every read is bounded. It behaves like the original's Go
+// client: the handshake goes as one text message with no newline, each
+// typed line as one text message `text\n`. `masked_frame` builds client
+// frames by hand for the tests that need frames tungstenite will not send.
+// ===========================================================================
+
+/// The origin the original's Go client sends.
+pub const ORIGINAL_ORIGIN: &str = "http://localhost:8099/";
+
+/// WebSocket opcodes, for hand-made frames.
+pub mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// One client frame, masked as RFC 6455 §5.3 requires of clients.
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    frame
+}
+
+/// An HTTP upgrade request for `path`, as a browser or the Go client sends it.
+pub fn upgrade_request(address: SocketAddr, path: &str, origin: Option<&str>) -> String {
+    let origin = origin.map(|origin| format!("Origin: {origin}\r\n")).unwrap_or_default();
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+    )
+}
+
+/// A blocking WebSocket client whose every read is bounded by [`TIMEOUT`].
+pub struct WsClient {
+    pub ws: tungstenite::WebSocket<TcpStream>,
+}
+
+impl WsClient {
+    /// Upgrades on `/mychat` with the original client's origin.
+    pub fn connect(address: SocketAddr) -> Self {
+        Self::connect_with_origin(address, Some(ORIGINAL_ORIGIN))
+            .unwrap_or_else(|error| panic!("WebSocket upgrade failed: {error}"))
+    }
+
+    /// Upgrades on `/mychat`, sending `origin` if given; the error is
+    /// tungstenite's (for a refused upgrade it carries the HTTP response).
+    pub fn connect_with_origin(
+        address: SocketAddr,
+        origin: Option<&str>,
+    ) -> Result<Self, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
+        let stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut request = format!("ws://{address}/mychat").into_client_request()?;
+        if let Some(origin) = origin {
+            request.headers_mut().insert("Origin", origin.parse().expect("origin header value"));
+        }
+        match tungstenite::client(request, stream) {
+            Ok((ws, _response)) => Ok(WsClient { ws }),
+            Err(tungstenite::HandshakeError::Failure(error)) => Err(error),
+            Err(tungstenite::HandshakeError::Interrupted(_)) => panic!("blocking handshake was interrupted"),
+        }
+    }
+
+    /// Upgrades and sends the handshake as the original client does: one
+    /// text message with no newline.
+    pub fn join(address: SocketAddr, name: &str, room: &str) -> Self {
+        let mut client = Self::connect(address);
+        client.send_text(&handshake(name, room));
+        client
+    }
+
+    /// The TCP stream under the WebSocket, for writing hand-made frames.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.ws.get_mut()
+    }
+
+    pub fn send(&mut self, message: tungstenite::Message) {
+        self.ws.send(message).expect("send a WebSocket message");
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send(tungstenite::Message::text(text));
+    }
+
+    /// Sends one typed line the way the original client does: `text\n`.
+    pub fn send_line(&mut self, text: &str) {
+        self.send_text(&format!("{text}\n"));
+    }
+
+    /// Writes raw bytes (hand-made frames) to the socket.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream().write_all(bytes).expect("write raw frames");
+    }
+
+    /// Reads the next message of any kind.
+    pub fn read(&mut self) -> tungstenite::Message {
+        match self.ws.read() {
+            Ok(message) => message,
+            Err(error) => panic!("expected a WebSocket message, got {error}"),
+        }
+    }
+
+    /// Reads the next message, which must be a text message.
+    pub fn read_text(&mut self) -> String {
+        match self.read() {
+            tungstenite::Message::Text(text) => text.as_str().to_owned(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    pub fn expect_text(&mut self, expected: &str) {
+        assert_eq!(self.read_text(), expected);
+    }
+
+    /// Expects a Close frame with `code`; returns its reason.
+    pub fn expect_close(&mut self, code: u16) -> String {
+        match self.read() {
+            tungstenite::Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), code, "close code (reason {:?})", frame.reason.as_str());
+                frame.reason.as_str().to_owned()
+            }
+            other => panic!("expected Close {code}, got {other:?}"),
+        }
+    }
+
+    /// After the close handshake: the server must close the TCP connection
+    /// and send nothing more.
+    pub fn expect_closed(&mut self) {
+        match self.ws.read() {
+            Err(tungstenite::Error::ConnectionClosed) => {}
+            Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::ConnectionReset => {}
+            Ok(message) => panic!("expected the connection to close, got {message:?}"),
+            Err(error) => panic!("expected the connection to close, got {error}"),
+        }
+    }
+
+    /// Expects `error: <reason>\n` as a text message, then Close `code`,
+    /// then the connection closed. Returns the error text.
+    pub fn expect_error(&mut self, reason_contains: &str, code: u16) -> String {
+        let text = self.read_text();
+        assert!(
+            text.starts_with("error: ") && text.ends_with('\n') && text.contains(reason_contains),
+            "expected an error containing {reason_contains:?}, got {text:?}"
+        );
+        self.expect_close(code);
+        self.expect_closed();
+        text
+    }
+}
+
+/// Joins over WebSocket and waits for the first message to be echoed, so
+/// later assertions start from a member.
+pub fn joined_ws(address: SocketAddr, name: &str, room: &str) -> WsClient {
+    let mut client = WsClient::join(address, name, room);
+    client.send_line("hello");
+    client.expect_text(&format!("{name}:hello\n"));
+    client
+}
+
+/// A raw HTTP exchange with the WebSocket port: what the server answered
+/// before closing, split into status line, headers and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status_line: String,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// Reads until the server closes and parses what came.
+    pub fn read_from(stream: &mut TcpStream) -> HttpReply {
+        let mut raw = Vec::new();
+        match stream.read_to_end(&mut raw) {
+            Ok(_) => {}
+            Err(error) => panic!("expected the server to answer and close, got {error} after {raw:?}"),
+        }
+        let text = String::from_utf8(raw).expect("HTTP reply is UTF-8");
+        let (head, body) =
+            text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of head in {text:?}"));
+        let status_line = head.lines().next().unwrap_or_default().to_owned();
+        HttpReply { status_line, head: head.to_owned(), body: body.to_owned() }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
