@@ -471,8 +471,10 @@ impl EventLoop {
         match step {
             Step::NeedMore => &[],
             Step::Done { request, consumed } => {
-                let framer = LineFramer::after_handshake(self.config.max_line);
-                self.join(key, request, MemberInput::Lines(framer));
+                if let Some(room) = self.claim_name(key, &request) {
+                    let framer = LineFramer::after_handshake(self.config.max_line);
+                    self.become_member(key, room, request, MemberInput::Lines(framer));
+                }
                 &input[consumed..]
             }
             Step::Failed(error) => {
@@ -609,20 +611,18 @@ impl EventLoop {
             (Err(error), _) => self.fail(key, &error.to_string(), error.close_code()),
             (Ok(_), Some(Err(error))) => self.fail_handshake(key, error),
             (Ok(consumed), Some(Ok(request))) => {
-                // Joining takes the session out of the handshake stage.
+                let Some(room) = self.claim_name(key, &request) else { return &[] };
+                // The session moves from the handshake stage into the membership.
                 let placeholder = Stage::Closing { deadline: self.now };
                 if let Some(Stage::WsHandshake { mut session, .. }) = self.set_stage(key, placeholder) {
                     session.set_max_message(self.config.max_line);
-                    self.join(key, request, MemberInput::WebSocket(session));
+                    self.become_member(key, room, request, MemberInput::WebSocket(session));
                 }
-                let rest = &input[consumed..];
-                if rest.is_empty() {
-                    // tungstenite may already hold, in its own buffer, the
-                    // frames that came behind the handshake in this read;
-                    // no more input may ever come to push them through.
-                    self.on_ws_messages(key, &[]);
-                }
-                return rest;
+                // Frames that came behind the handshake in this read may
+                // already sit in tungstenite's buffer, and no more input may
+                // ever come to push them through: feed the session now, even
+                // with nothing new.
+                self.on_ws_messages(key, &input[consumed..]);
             }
             (Ok(_), None) if peer_closed => self.enter_closing(key),
             (Ok(_), None) => {}
@@ -691,24 +691,25 @@ impl EventLoop {
 
     // ----- rooms and broadcast ------------------------------------------
 
-    fn join(&mut self, key: ConnId, request: JoinRequest, input: MemberInput) {
-        let Some(connection) = self.connections.get_mut(key) else { return };
-        let JoinRequest { name, room } = request;
-        match self.rooms.join(&room, &name, key, connection.transport) {
-            Ok(room_id) => {
-                log::debug!("connection {key}: {name} joined {room}");
-                self.set_stage(key, Stage::Member(Membership { room: room_id, name: name.into(), input }));
-                self.stats.joins += 1;
-            }
+    /// Takes the requested name in the requested room, or fails the
+    /// handshake if the name is taken there.
+    fn claim_name(&mut self, key: ConnId, request: &JoinRequest) -> Option<RoomId> {
+        let transport = self.connections.get(key)?.transport;
+        match self.rooms.join(&request.room, &request.name, key, transport) {
+            Ok(room) => Some(room),
             Err(NameTaken) => {
-                if let MemberInput::WebSocket(session) = input {
-                    // The caller took the session out of its stage; put it
-                    // back so the error goes out as WebSocket frames.
-                    self.set_stage(key, Stage::WsHandshake { session, deadline: self.now });
-                }
-                self.fail_handshake(key, HandshakeError::NameTaken { name, room })
+                let JoinRequest { name, room } = request.clone();
+                self.fail_handshake(key, HandshakeError::NameTaken { name, room });
+                None
             }
         }
+    }
+
+    /// Completes a join whose name was claimed: the connection is a member.
+    fn become_member(&mut self, key: ConnId, room: RoomId, request: JoinRequest, input: MemberInput) {
+        log::debug!("connection {key}: {} joined {}", request.name, request.room);
+        self.set_stage(key, Stage::Member(Membership { room, name: request.name.into(), input }));
+        self.stats.joins += 1;
     }
 
     /// Hands the batch to every member of `room`: one copy of the line

@@ -223,26 +223,28 @@ fn run(args: &[&str]) -> Output {
 /// its default.
 #[test]
 fn help_lists_every_flag_with_its_default() {
+    use machat::config::*;
+    let default = |value: &dyn std::fmt::Display| Some(format!("[default: {value}]"));
     let flags = [
-        ("--tcp", Some("[default: localhost:8989]")),
-        ("--ws", Some("[default: localhost:8099]")),
-        ("--ws-path", Some("[default: /mychat]")),
+        ("--tcp", default(&DEFAULT_TCP)),
+        ("--ws", default(&DEFAULT_WS)),
+        ("--ws-path", default(&DEFAULT_WS_PATH)),
         ("--no-tcp", None),
         ("--no-ws", None),
-        ("--allowed-origin", Some("[default: any origin]")),
-        ("--max-line", Some("[default: 65536]")),
-        ("--max-pending", Some("[default: 1048576]")),
-        ("--max-connections", Some("[default: 100000]")),
-        ("--handshake-timeout", Some("[default: 10]")),
-        ("--shutdown-grace", Some("[default: 5]")),
-        ("--ws-read-buffer", Some("[default: 512]")),
-        ("--ws-write-buffer", Some("[default: 0]")),
+        ("--allowed-origin", default(&"any origin")),
+        ("--max-line", default(&DEFAULT_MAX_LINE)),
+        ("--max-pending", default(&DEFAULT_MAX_PENDING)),
+        ("--max-connections", default(&DEFAULT_MAX_CONNECTIONS)),
+        ("--handshake-timeout", default(&DEFAULT_HANDSHAKE_TIMEOUT.as_secs())),
+        ("--shutdown-grace", default(&DEFAULT_SHUTDOWN_GRACE.as_secs())),
+        ("--ws-read-buffer", default(&DEFAULT_WS_READ_BUFFER)),
+        ("--ws-write-buffer", default(&DEFAULT_WS_WRITE_BUFFER)),
     ];
     for spelling in ["--help", "-help"] {
         let output = run(&[spelling]);
         assert!(output.status.success(), "{spelling}: {}", output.status);
         let help = String::from_utf8(output.stdout).unwrap();
-        for (flag, default) in flags {
+        for (flag, default) in &flags {
             // The flag's entry: from its name to the next entry.
             let start = help
                 .find(&format!("{flag} "))
@@ -252,7 +254,7 @@ fn help_lists_every_flag_with_its_default() {
             let end = entry[flag.len()..].find("\n  -").map_or(entry.len(), |end| end + flag.len());
             let entry = &entry[..end];
             if let Some(default) = default {
-                assert!(entry.contains(default), "{flag} should show {default}: {entry:?}");
+                assert!(entry.contains(default.as_str()), "{flag} should show {default}: {entry:?}");
             }
         }
     }

@@ -183,7 +183,7 @@ fn past_max_connections_clients_are_told_the_server_is_full() {
     http.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
     assert!(response.ends_with("server full\n"), "{response}");
-    assert_eq!(server.stats().refused_full, 2);
+    server.wait_for("both refusals counted", |s| s.refused_full == 2);
 
     drop(first);
     server.wait_for("a slot to free up", |s| s.connections == 2);
