@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The chat page in a real browser: installs what is missing (Debian's
+# Chromium, playwright-core from package-lock.json), builds machat, and runs
+# chat.test.mjs with node's test runner. Playwright never downloads a
+# browser: it drives /usr/bin/chromium. Screenshots go to target/browser/.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if [ ! -x /usr/bin/chromium ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
+cd "$here"
+if [ ! -d node_modules/playwright-core ] || ! npm ls --silent >/dev/null 2>&1; then
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+fi
+
+(cd "$root" && cargo build --quiet)
+node --test --test-timeout=90000 chat.test.mjs
