@@ -349,9 +349,11 @@ impl EventLoop {
             log::warn!("refusing a connection: server full ({} connections)", self.config.max_connections);
             match transport {
                 Transport::Tcp => self.fail(key, "server full", close_code::POLICY),
-                Transport::WebSocket => {
-                    self.respond(key, Response::text(503, "server full"), Reply::AndClose)
-                }
+                Transport::WebSocket => self.respond(
+                    key,
+                    Response::text(503, "server full"),
+                    Reply::AndClose { head_only: false },
+                ),
             }
         }
     }
@@ -509,7 +511,7 @@ impl EventLoop {
                 return &[];
             }
             Parsed::Rejected(response) => {
-                self.respond(key, response, Reply::AndClose);
+                self.respond(key, response, Reply::AndClose { head_only: false });
                 return &[];
             }
             Parsed::Complete { request, len } => (request, len),
@@ -533,11 +535,11 @@ impl EventLoop {
             }
             Route::Page(page) => {
                 let response = self.render(page);
-                self.respond(key, response, Reply::AndClose);
+                self.respond(key, response, Reply::AndClose { head_only });
                 &[]
             }
             Route::Respond(response) => {
-                self.respond(key, response, Reply::AndClose);
+                self.respond(key, response, Reply::AndClose { head_only });
                 &[]
             }
         }
@@ -848,8 +850,8 @@ impl EventLoop {
                     self.timers.push(Reverse((deadline, key)));
                 }
             }
-            Reply::AndClose => {
-                response.encode(&mut self.scratch, false, false);
+            Reply::AndClose { head_only } => {
+                response.encode(&mut self.scratch, false, head_only);
                 self.queue_scratch(key);
                 self.enter_closing(key);
             }
@@ -944,7 +946,11 @@ impl EventLoop {
             Stage::HttpRequest { ref head, .. } if head.is_empty() => self.close_now(key, "idle timeout"),
             Stage::HttpRequest { .. } => {
                 self.stats.count_handshake_error(&HandshakeError::TimedOut);
-                self.respond(key, Response::text(408, "request not received in time"), Reply::AndClose);
+                self.respond(
+                    key,
+                    Response::text(408, "request not received in time"),
+                    Reply::AndClose { head_only: false },
+                );
             }
             Stage::Closing { .. } | Stage::Draining { .. } => self.close_now(key, "linger timeout"),
             Stage::Member(_) => {}
@@ -1036,8 +1042,8 @@ impl EventLoop {
 enum Reply {
     /// Wait for another request (a HEAD request gets no body).
     KeepAlive { head_only: bool },
-    /// Close once the response is written.
-    AndClose,
+    /// Close once the response is written (a HEAD request gets no body).
+    AndClose { head_only: bool },
 }
 
 /// Why a connection could not take more output.
