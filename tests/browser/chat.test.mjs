@@ -240,7 +240,7 @@ test("a taken name shows the error, the closed connection, and a way to join aga
   await page.close();
 });
 
-test("on a phone-width screen the page still fits", async () => {
+test("on a phone-width screen the page still fits, and Leave closes with 1000", async () => {
   const page = await openAndJoin("Phone");
   await page.setViewportSize({ width: 360, height: 640 });
   await say(page, "typed on a small screen");
@@ -250,6 +250,10 @@ test("on a phone-width screen the page still fits", async () => {
   const send = await page.getByRole("button", { name: "Send" }).boundingBox();
   assert.ok(send && send.x + send.width <= 360, "Send button on screen");
   await page.screenshot({ path: path.join(SHOTS, "chat-phone.png") });
+  // Leaving closes the connection normally and offers to join again.
+  await page.getByRole("button", { name: "Leave" }).click();
+  await page.getByRole("button", { name: "Join again" }).waitFor();
+  assert.match(await page.locator("#closed-text").textContent(), /^Connection closed \(code 1000\b/);
   await page.close();
 });
 
