@@ -12,8 +12,9 @@ if [ "$installed" != "$PROMETHEUS_CLIENT" ]; then
 fi
 
 cargo build --quiet
+bin="${CARGO_TARGET_DIR:-target}/debug/machat"
 log=$(mktemp)
-RUST_LOG=info target/debug/machat -tcp 127.0.0.1:0 -ws 127.0.0.1:0 2>"$log" &
+RUST_LOG=info "$bin" -tcp 127.0.0.1:0 -ws 127.0.0.1:0 2>"$log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
 

@@ -20,4 +20,7 @@ if [ ! -d node_modules/playwright-core ] || ! npm ls --silent >/dev/null 2>&1; t
 fi
 
 (cd "$root" && cargo build --quiet)
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+export MACHAT_BIN="$target_dir/debug/machat"
 node --test --test-timeout=90000 chat.test.mjs
