@@ -11,11 +11,13 @@
 
 use std::io::{self, Write};
 
-/// A buffer starts this large; most turns queue far less.
-const INITIAL_CAPACITY: usize = 1024;
+/// A new buffer is allocated just large enough for what is queued (at
+/// least this): a message fanned out to a huge room then costs each member
+/// a few dozen bytes, not a page. Pooled buffers keep whatever they grew to.
+const MIN_CAPACITY: usize = 64;
 /// Buffers that grew past this are freed instead of pooled.
 const MAX_POOLED_CAPACITY: usize = 64 * 1024;
-/// Most bytes of free buffers kept for reuse: enough for one buffer per
+/// Most bytes of free buffers kept for reuse: enough for a buffer per
 /// member of a room of tens of thousands.
 const MAX_POOLED_BYTES: usize = 32 * 1024 * 1024;
 
@@ -29,13 +31,13 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    fn take(&mut self) -> Vec<u8> {
+    fn take(&mut self, needed: usize) -> Vec<u8> {
         match self.free.pop() {
             Some(buffer) => {
                 self.pooled_bytes -= buffer.capacity();
                 buffer
             }
-            None => Vec::with_capacity(INITIAL_CAPACITY),
+            None => Vec::with_capacity(needed.max(MIN_CAPACITY)),
         }
     }
 
@@ -141,7 +143,7 @@ impl Output {
         }
         match self {
             Output::Empty => {
-                let mut bytes = pool.take();
+                let mut bytes = pool.take(data.len());
                 bytes.extend_from_slice(data);
                 *self = Output::Pending(Queued { bytes, written: 0 });
                 Ok(Queue::NowPending)
