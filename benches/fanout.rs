@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use machat::broadcast::Batch;
-use machat::output::{BufferPool, Output};
+use machat::output::{BufferPool, Output, Tally};
 use machat::rooms::{Rooms, Transport};
 use machat::{Config, Server};
 use mio::net::TcpStream;
@@ -116,8 +116,7 @@ impl Fanout {
         }
         self.batch.clear();
         for output in &mut self.outputs {
-            let mut written = 0;
-            let _ = output.flush(&mut self.sink, &mut self.pool, &mut written);
+            let _ = output.flush(&mut self.sink, &mut self.pool, &mut Tally::default());
         }
     }
 }

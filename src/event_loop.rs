@@ -36,7 +36,7 @@ use crate::connection::{Connection, MemberInput, Membership, Stage};
 use crate::handshake::{self, Handshake, HandshakeError, JoinRequest, Step};
 use crate::http::{self, Page, Parsed, Response, Route, Routes};
 use crate::line_framing::{LineFramer, for_each_line};
-use crate::output::{BufferPool, Flushed, Output, OverCap, Queue};
+use crate::output::{BufferPool, Flushed, Output, OverCap, Queue, Tally};
 use crate::rooms::{ConnId, NameTaken, RoomId, Rooms, Transport};
 use crate::stats::{SharedStats, Stats};
 use crate::websocket::{self, Flow, WsError, WsEvent, WsLimits, WsSession, close_code};
@@ -1110,10 +1110,11 @@ impl Outbox {
             return Ok(());
         }
         let was_blocked = connection.output.is_blocked();
-        let mut written = 0;
-        let flushed = connection.output.flush(&mut connection.socket, &mut self.pool, &mut written);
-        stats.bytes_out += written as u64;
-        stats.queued_bytes -= written as u64;
+        let mut tally = Tally::default();
+        let flushed = connection.output.flush(&mut connection.socket, &mut self.pool, &mut tally);
+        stats.bytes_out += tally.bytes as u64;
+        stats.writes += tally.writes as u64;
+        stats.queued_bytes -= tally.bytes as u64;
         match flushed? {
             Flushed::Drained => {
                 stats.output_buffers -= 1;

@@ -102,6 +102,13 @@ pub enum Queue {
     Appended,
 }
 
+/// What flushes wrote: bytes, and `write` calls that wrote something.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub bytes: usize,
+    pub writes: usize,
+}
+
 /// What a flush did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
@@ -161,13 +168,13 @@ impl Output {
         }
     }
 
-    /// Writes as much as the socket takes. `written` is increased by the
-    /// bytes written even when an error is returned.
+    /// Writes as much as the socket takes. `tally` counts what was written,
+    /// even when an error is returned.
     pub fn flush(
         &mut self,
         sink: &mut impl Write,
         pool: &mut BufferPool,
-        written: &mut usize,
+        tally: &mut Tally,
     ) -> io::Result<Flushed> {
         let queued = match self {
             Output::Empty => return Ok(Flushed::Drained),
@@ -178,7 +185,8 @@ impl Output {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     queued.written += n;
-                    *written += n;
+                    tally.bytes += n;
+                    tally.writes += 1;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -242,15 +250,16 @@ mod tests {
         assert_eq!(output.len(), 11);
 
         let mut socket = Socket { taken: Vec::new(), room: 4 };
-        let mut written = 0;
-        assert_eq!(output.flush(&mut socket, &mut pool, &mut written).unwrap(), Flushed::Blocked);
+        let mut tally = Tally::default();
+        assert_eq!(output.flush(&mut socket, &mut pool, &mut tally).unwrap(), Flushed::Blocked);
         assert!(output.is_blocked());
-        assert_eq!((written, output.len()), (4, 7));
+        assert_eq!((tally.bytes, tally.writes, output.len()), (4, 1, 7));
 
         // More output while blocked stays in order behind the rest.
         assert_eq!(output.queue(b"!", 100, &mut pool), Ok(Queue::Appended));
         socket.room = 100;
-        assert_eq!(output.flush(&mut socket, &mut pool, &mut written).unwrap(), Flushed::Drained);
+        assert_eq!(output.flush(&mut socket, &mut pool, &mut tally).unwrap(), Flushed::Drained);
+        assert_eq!((tally.bytes, tally.writes), (12, 2));
         assert_eq!(socket.taken, b"hello world!");
         assert!(output.is_empty());
         assert_eq!(output.capacity(), 0, "a drained connection holds no buffer");
@@ -264,7 +273,7 @@ mod tests {
         output.queue(&[1; 8], 10, &mut pool).unwrap();
         assert_eq!(output.queue(&[2; 3], 10, &mut pool), Err(OverCap));
         let mut socket = Socket { taken: Vec::new(), room: 5 };
-        output.flush(&mut socket, &mut pool, &mut 0).unwrap();
+        output.flush(&mut socket, &mut pool, &mut Tally::default()).unwrap();
         assert_eq!(output.queue(&[2; 7], 10, &mut pool), Ok(Queue::Appended));
         assert_eq!(output.len(), 10);
         assert_eq!(output.discard(&mut pool), 10);

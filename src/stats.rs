@@ -90,6 +90,8 @@ counters! {
     bytes_in,
     /// Total: bytes written to clients.
     bytes_out,
+    /// Total: `write` calls that sent bytes to clients.
+    writes,
     /// Total: members cut off because their output passed the cap.
     slow_consumers,
     /// Total: times accepting paused because descriptors ran out.
@@ -175,6 +177,7 @@ impl Stats {
         );
         metric("received_bytes_total", "counter", "Bytes read from clients.", &[("", self.bytes_in)]);
         metric("sent_bytes_total", "counter", "Bytes written to clients.", &[("", self.bytes_out)]);
+        metric("writes_total", "counter", "Write calls that sent bytes to clients.", &[("", self.writes)]);
         metric(
             "slow_consumer_disconnects_total",
             "counter",

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# machat and Redis side by side, measured by the same load generator in the
+# same session: every scenario runs machat then Redis, round after round,
+# each run on a freshly started server. Results go to $OUT as JSON lines
+# (one per run); benches/summarize.py turns them into the tables of
+# docs/BENCHMARKS.md and benches/plot.py into docs/fanout.png.
+#
+#   benches/compare.sh                   # everything, 3 rounds
+#   ROUNDS=5 benches/compare.sh fanout   # only scenarios whose name has "fanout"
+#
+# Needs redis-server (Debian's package; installed here if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+OUT=${OUT:-target/bench/results.jsonl}
+FILTER=${1:-}
+MACHAT_TCP=127.0.0.1:18989
+MACHAT_WS=127.0.0.1:18099
+REDIS=127.0.0.1:16379
+
+if ! command -v redis-server >/dev/null; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+cargo build --release --quiet --bin machat --example loadgen
+LOADGEN=target/release/examples/loadgen
+mkdir -p "$(dirname "$OUT")"
+
+SERVER_PID=
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill -INT "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap stop_server EXIT
+
+wait_port() {
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "server on $1 did not start" >&2
+    exit 1
+}
+
+start_machat() {
+    RUST_LOG=warn target/release/machat --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" &
+    SERVER_PID=$!
+    wait_port "$MACHAT_TCP"
+}
+
+start_redis() {
+    redis-server --port "${REDIS#*:}" --bind 127.0.0.1 --save '' --appendonly no \
+        --protected-mode no --maxclients 30000 --loglevel warning &
+    SERVER_PID=$!
+    wait_port "$REDIS"
+}
+
+# run SYSTEM LABEL [loadgen flags...]: one run on a fresh server.
+run() {
+    local system=$1 label=$2
+    shift 2
+    case "$FILTER" in "" | *) [[ -z "$FILTER" || "$label" == *"$FILTER"* ]] || return 0 ;; esac
+    case $system in
+        machat) start_machat; args=(--addr "$MACHAT_TCP") ;;
+        machat-ws) start_machat; args=(--transport ws --addr "$MACHAT_WS") ;;
+        redis) start_redis; args=(--proto redis --addr "$REDIS") ;;
+    esac
+    echo "== $label $system" >&2
+    if "$LOADGEN" "${args[@]}" --server-pid "$SERVER_PID" --label "$label" --quiet "$@" >>"$OUT"; then :; else
+        echo "   (run failed with status $?)" >&2
+    fi
+    stop_server
+}
+
+both() {
+    run machat "$@"
+    run redis "$@"
+}
+
+for round in $(seq "$ROUNDS"); do
+    echo "=== round $round of $ROUNDS" >&2
+    both fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
+    both fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
+    run machat-ws fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
+    run machat-ws fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
+    both latency-paced-1x1000 --rooms 1 --receivers 1000 --senders 1 --rate 100 --duration "$DURATION"
+    for size in 10 100 1000 10000; do
+        both "room-size-$size" --rooms 1 --receivers "$size" --senders 10 --duration 5 --warmup 1
+    done
+    both idle-10000 --idle 10000 --hold 0
+    run machat-ws idle-10000 --idle 10000 --hold 0
+done
+echo "results: $OUT" >&2
