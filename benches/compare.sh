@@ -64,7 +64,7 @@ start_redis() {
 run() {
     local system=$1 label=$2
     shift 2
-    case "$FILTER" in "" | *) [[ -z "$FILTER" || "$label" == *"$FILTER"* ]] || return 0 ;; esac
+    [[ -z "$FILTER" || "$label" == *"$FILTER"* ]] || return 0
     case $system in
         machat) start_machat; args=(--addr "$MACHAT_TCP") ;;
         machat-ws) start_machat; args=(--transport ws --addr "$MACHAT_WS") ;;
@@ -88,11 +88,19 @@ for round in $(seq "$ROUNDS"); do
     both fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
     run machat-ws fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
     run machat-ws fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
+    # The same with more messages in flight per sender (more to coalesce).
+    both fanout-1x1000-window64 --rooms 1 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
+    both fanout-10x100-window64 --rooms 10 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
+    run machat-ws fanout-10x100-window64 --rooms 10 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
     both latency-paced-1x1000 --rooms 1 --receivers 1000 --senders 1 --rate 100 --duration "$DURATION"
     for size in 10 100 1000 10000; do
         both "room-size-$size" --rooms 1 --receivers "$size" --senders 10 --duration 5 --warmup 1
     done
     both idle-10000 --idle 10000 --hold 0
     run machat-ws idle-10000 --idle 10000 --hold 0
+    for n in 1000 19000; do
+        run machat "idle-$n" --idle "$n" --hold 0
+        run machat-ws "idle-$n" --idle "$n" --hold 0
+    done
 done
 echo "results: $OUT" >&2

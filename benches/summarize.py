@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Turns benches/compare.sh's JSON lines into the Markdown tables of
+docs/BENCHMARKS.md: medians per scenario and system, and machat/Redis ratios.
+
+    python3 benches/summarize.py target/bench/results.jsonl
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def system(run):
+    if run["proto"] == "redis":
+        return "Redis"
+    return "machat WS" if run["transport"] == "ws" else "machat TCP"
+
+
+def median(runs, key):
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, scale=1.0, digits=0):
+    return "–" if value is None else f"{value / scale:,.{digits}f}"
+
+
+def main(path):
+    groups = defaultdict(list)
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("{"):
+            run = json.loads(line)
+            groups[(run["label"], system(run))].append(run)
+    labels = sorted({label for label, _ in groups}, key=lambda l: (l.split("-")[0], len(l), l))
+    systems = ["machat TCP", "machat WS", "Redis"]
+
+    print("### Fan-out and latency (medians)\n")
+    print("| scenario | server | runs | deliveries/s | server CPU per delivery | generator CPU | "
+          "latency p50 / p99 / p999 | loss, dups, reorders |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label in labels:
+        if label.startswith("idle"):
+            continue
+        for name in systems:
+            runs = groups.get((label, name))
+            if not runs:
+                continue
+            errors = sum(run.get("loss", 0) + run.get("dups", 0) + run.get("reorders", 0) for run in runs)
+            print(f"| {label} | {name} | {len(runs)} | {fmt(median(runs, 'deliveries_per_s'), 1e6, 2)} M "
+                  f"| {fmt(median(runs, 'server_ns_per_delivery'), 1, 0)} ns "
+                  f"| {fmt(median(runs, 'gen_cpu_pct'), 1, 0)} % ({fmt(median(runs, 'gen_ns_per_delivery'))} ns/delivery) "
+                  f"| {fmt(median(runs, 'lat_p50_us'), 1e3, 1)} / {fmt(median(runs, 'lat_p99_us'), 1e3, 1)} / "
+                  f"{fmt(median(runs, 'lat_p999_us'), 1e3, 1)} ms | {errors} |")
+
+    print("\n### machat against Redis (ratio of medians)\n")
+    print("| scenario | deliveries/s, machat TCP ÷ Redis | server CPU per delivery, machat TCP ÷ Redis | "
+          "p99 latency, machat TCP ÷ Redis | deliveries/s, machat WS ÷ machat TCP |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        tcp, ws, redis = (groups.get((label, name)) for name in systems)
+        if not tcp or label.startswith("idle"):
+            continue
+
+        def ratio(a, b, key):
+            if not a or not b:
+                return "–"
+            top, bottom = median(a, key), median(b, key)
+            return "–" if not top or not bottom else f"{top / bottom:.2f}"
+
+        print(f"| {label} | {ratio(tcp, redis, 'deliveries_per_s')} | {ratio(tcp, redis, 'server_ns_per_delivery')} "
+              f"| {ratio(tcp, redis, 'lat_p99_us')} | {ratio(ws, tcp, 'deliveries_per_s')} |")
+
+    print("\n### Idle joined connections (medians)\n")
+    print("| scenario | server | runs | server RSS per connection | RSS before → after |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        if not label.startswith("idle"):
+            continue
+        for name in systems:
+            runs = groups.get((label, name))
+            if runs:
+                print(f"| {label} | {name} | {len(runs)} | {fmt(median(runs, 'server_bytes_per_conn'))} bytes "
+                      f"| {fmt(median(runs, 'server_rss_before_kb'))} → {fmt(median(runs, 'server_rss_after_kb'))} KiB |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "target/bench/results.jsonl")
