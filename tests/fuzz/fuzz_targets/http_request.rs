@@ -1,0 +1,15 @@
+//! The HTTP request step on arbitrary bytes: never panics, and a complete
+//! request is routed without panicking.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use machat::http::{self, Parsed, Routes};
+
+fuzz_target!(|data: &[u8]| {
+    let origins = ["http://localhost:8099".to_string()];
+    if let Parsed::Complete { request, len } = http::parse_request(data) {
+        assert!(len <= data.len());
+        let _ = http::route(&request, Routes { websocket_path: "/mychat", allowed_origins: &origins });
+        let _ = request.keep_alive();
+    }
+});
