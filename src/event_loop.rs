@@ -1094,6 +1094,7 @@ impl Outbox {
             Err(OverCap) => return Err(Cut::SlowConsumer),
         }
         stats.queued_bytes += bytes.len() as u64;
+        stats.queued_bytes_peak = stats.queued_bytes_peak.max(stats.queued_bytes);
         Ok(())
     }
 

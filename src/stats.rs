@@ -71,6 +71,8 @@ counters! {
     members,
     /// Gauge: bytes queued for clients and not yet written.
     queued_bytes,
+    /// The most bytes ever queued at once (a high-water mark).
+    queued_bytes_peak,
     /// Gauge: connections holding an output buffer.
     output_buffers,
     /// Gauge: connections holding an input buffer (a partial line,
@@ -153,6 +155,12 @@ impl Stats {
             "gauge",
             "Bytes queued for clients, not yet written.",
             &[("", self.queued_bytes)],
+        );
+        metric(
+            "queued_output_bytes_peak",
+            "gauge",
+            "The most bytes ever queued for clients at once.",
+            &[("", self.queued_bytes_peak)],
         );
         metric(
             "buffers",
