@@ -24,8 +24,18 @@ enum Event {
     Echo(usize),
 }
 
+/// The server process, killed if the test ends without stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary under `ulimit -n LIMIT`, forwarding its log lines.
-fn start_server(events: Sender<Event>) -> Child {
+fn start_server(events: Sender<Event>) -> Server {
     let binary = env!("CARGO_BIN_EXE_machat");
     let mut child = Command::new("bash")
         .arg("-c")
@@ -35,6 +45,7 @@ fn start_server(events: Sender<Event>) -> Child {
         .spawn()
         .expect("start the server");
     let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("server: {line}");
@@ -43,7 +54,7 @@ fn start_server(events: Sender<Event>) -> Child {
             }
         }
     });
-    child
+    server
 }
 
 /// Waits for an event `matching`, failing after [`TIMEOUT`].
@@ -122,7 +133,7 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
     }
 
     // While connections keep arriving at the exhausted server, it idles.
-    let pid = server.id();
+    let pid = server.0.id();
     let before = cpu_ticks(pid);
     let window = Instant::now();
     let mut storm = Vec::new();
@@ -157,7 +168,7 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
 
     // SIGTERM still shuts it down cleanly.
     Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-    let status = server.wait().unwrap();
+    let status = server.0.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     drop((storm, waiting));
 }
