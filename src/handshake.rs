@@ -140,13 +140,11 @@ pub struct Handshake {
     scan: Scan,
     /// Bytes of an object that began in an earlier read (blanks before it included).
     held: Vec<u8>,
-    /// Bytes seen so far, counted against [`MAX_HANDSHAKE_BYTES`].
-    seen: usize,
 }
 
 impl Default for Handshake {
     fn default() -> Self {
-        Handshake { scan: Scan::BeforeObject, held: Vec::new(), seen: 0 }
+        Handshake { scan: Scan::BeforeObject, held: Vec::new() }
     }
 }
 
@@ -163,7 +161,9 @@ impl Handshake {
     /// Feeds the next bytes received. After `Done` or `Failed` the value
     /// should not be fed again.
     pub fn feed(&mut self, input: &[u8]) -> Step {
-        let budget = MAX_HANDSHAKE_BYTES - self.seen;
+        // Every byte of an unfinished handshake is held, so `held` is also
+        // what counts against the cap.
+        let budget = MAX_HANDSHAKE_BYTES - self.held.len();
         let scanned = &input[..input.len().min(budget)];
         match self.scan(scanned) {
             Scanned::End(end) => {
@@ -183,7 +183,6 @@ impl Handshake {
             Scanned::NotAnObject => Step::Failed(HandshakeError::NotAnObject),
             Scanned::Partial if input.len() > budget => Step::Failed(HandshakeError::TooLarge),
             Scanned::Partial => {
-                self.seen += input.len();
                 self.held.extend_from_slice(input);
                 Step::NeedMore
             }
