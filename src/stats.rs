@@ -134,11 +134,15 @@ impl Stats {
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        /// One metric family: its help and type lines, then its samples.
+        fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(impl AsRef<str>, u64)]) {
             let _ = writeln!(out, "# HELP machat_{name} {help}\n# TYPE machat_{name} {kind}");
             for (labels, value) in samples {
-                let _ = writeln!(out, "machat_{name}{labels} {value}");
+                let _ = writeln!(out, "machat_{name}{} {value}", labels.as_ref());
             }
+        }
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            family(&mut out, name, kind, help, samples)
         };
         let tcp = "{transport=\"tcp\"}";
         let ws = "{transport=\"websocket\"}";
@@ -204,9 +208,7 @@ impl Stats {
             .zip(self.handshake_errors)
             .map(|(label, value)| (format!("{{reason=\"{label}\"}}"), value))
             .collect();
-        let reasons: Vec<(&str, u64)> =
-            reasons.iter().map(|(labels, value)| (labels.as_str(), *value)).collect();
-        metric("handshake_errors_total", "counter", "Failed handshakes by reason.", &reasons);
+        family(&mut out, "handshake_errors_total", "counter", "Failed handshakes by reason.", &reasons);
         let statuses: Vec<(String, u64)> = HTTP_STATUSES
             .iter()
             .map(|status| status.to_string())
@@ -214,9 +216,7 @@ impl Stats {
             .zip(self.http_responses)
             .map(|(status, value)| (format!("{{status=\"{status}\"}}"), value))
             .collect();
-        let statuses: Vec<(&str, u64)> =
-            statuses.iter().map(|(labels, value)| (labels.as_str(), *value)).collect();
-        metric("http_responses_total", "counter", "HTTP responses by status.", &statuses);
+        family(&mut out, "http_responses_total", "counter", "HTTP responses by status.", &statuses);
         out
     }
 }
