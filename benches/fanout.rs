@@ -17,9 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use machat::broadcast::Batch;
-use machat::output::{BufferPool, Output, Tally};
-use machat::rooms::{Rooms, Transport};
+use machat::internal::output::{Batch, BufferPool, Output, Tally};
+use machat::internal::rooms::{ConnId, RoomId, Rooms, Transport};
 use machat::{Config, Server};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -80,7 +79,7 @@ impl Write for Sink {
 /// a room, then one flush per member.
 struct Fanout {
     rooms: Rooms,
-    room: machat::rooms::RoomId,
+    room: RoomId,
     outputs: Vec<Output>,
     pool: BufferPool,
     batch: Batch,
@@ -93,7 +92,7 @@ impl Fanout {
         let mut rooms = Rooms::new();
         let mut room = None;
         for conn in 0..members {
-            room = Some(rooms.join("bench", &format!("member{conn}"), conn, Transport::Tcp).unwrap());
+            room = Some(rooms.join("bench", &format!("member{conn}"), ConnId(conn), Transport::Tcp).unwrap());
         }
         Fanout {
             rooms,
@@ -112,7 +111,7 @@ impl Fanout {
         }
         let room = self.rooms.get(self.room).unwrap();
         for member in room.members() {
-            let _ = self.outputs[member.conn].queue(self.batch.lines(), usize::MAX, &mut self.pool);
+            let _ = self.outputs[member.conn.0].append(self.batch.lines(), usize::MAX, &mut self.pool);
         }
         self.batch.clear();
         for output in &mut self.outputs {

@@ -43,7 +43,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let command = Args::command();
-    let argv = machat::cli::accept_single_dash(&command, std::env::args_os());
+    let argv = machat::internal::cli::accept_single_dash(&command, std::env::args_os());
     let args = match command.try_get_matches_from(argv).and_then(|matches| Args::from_arg_matches(&matches)) {
         Ok(args) => args,
         Err(error) => error.exit(),

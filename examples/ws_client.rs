@@ -61,7 +61,7 @@ fn random_name() -> String {
 
 fn main() {
     let command = Cli::command();
-    let args = machat::cli::accept_single_dash(&command, std::env::args_os());
+    let args = machat::internal::cli::accept_single_dash(&command, std::env::args_os());
     let cli = match command.try_get_matches_from(args).and_then(|matches| Cli::from_arg_matches(&matches)) {
         Ok(cli) => cli,
         Err(error) => error.exit(),

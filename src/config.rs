@@ -1,6 +1,9 @@
 //! Server configuration: listen addresses, the WebSocket path and every
-//! limit. `Config::default()` is the protocol's defaults (PROTOCOL §1–§6).
+//! limit. `Config::default()` is the protocol's defaults (PROTOCOL §1–§6);
+//! [`Config::validate`] says what is wrong with a configuration before any
+//! socket is bound.
 
+use std::fmt;
 use std::time::Duration;
 
 /// Everything a [`Server`](crate::Server) needs to know before it binds.
@@ -34,36 +37,72 @@ pub struct Config {
     pub ws_write_buffer: usize,
 }
 
-pub const DEFAULT_TCP: &str = "localhost:8989";
-pub const DEFAULT_WS: &str = "localhost:8099";
-pub const DEFAULT_WS_PATH: &str = "/mychat";
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-pub const DEFAULT_MAX_PENDING: usize = 1024 * 1024;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
-pub const DEFAULT_WS_WRITE_BUFFER: usize = 1024;
-
 impl Default for Config {
     fn default() -> Self {
         Config {
-            tcp: Some(DEFAULT_TCP.to_owned()),
-            ws: Some(DEFAULT_WS.to_owned()),
-            ws_path: DEFAULT_WS_PATH.to_owned(),
+            tcp: Some(Config::DEFAULT_TCP.to_owned()),
+            ws: Some(Config::DEFAULT_WS.to_owned()),
+            ws_path: Config::DEFAULT_WS_PATH.to_owned(),
             allowed_origins: Vec::new(),
-            max_line: DEFAULT_MAX_LINE,
-            max_pending: DEFAULT_MAX_PENDING,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            ws_read_buffer: DEFAULT_WS_READ_BUFFER,
-            ws_write_buffer: DEFAULT_WS_WRITE_BUFFER,
+            max_line: Config::DEFAULT_MAX_LINE,
+            max_pending: Config::DEFAULT_MAX_PENDING,
+            max_connections: Config::DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: Config::DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_grace: Config::DEFAULT_SHUTDOWN_GRACE,
+            ws_read_buffer: Config::DEFAULT_WS_READ_BUFFER,
+            ws_write_buffer: Config::DEFAULT_WS_WRITE_BUFFER,
         }
     }
 }
 
+/// What is wrong with a [`Config`], in words fit for the user (they name
+/// the flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 impl Config {
+    /// Default of [`Config::tcp`].
+    pub const DEFAULT_TCP: &str = "localhost:8989";
+    /// Default of [`Config::ws`].
+    pub const DEFAULT_WS: &str = "localhost:8099";
+    /// Default of [`Config::ws_path`].
+    pub const DEFAULT_WS_PATH: &str = "/mychat";
+    /// Default of [`Config::max_line`].
+    pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+    /// Default of [`Config::max_pending`].
+    pub const DEFAULT_MAX_PENDING: usize = 1024 * 1024;
+    /// Default of [`Config::max_connections`].
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+    /// Default of [`Config::handshake_timeout`].
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of [`Config::shutdown_grace`].
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+    /// Default of [`Config::ws_read_buffer`].
+    pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
+    /// Default of [`Config::ws_write_buffer`].
+    pub const DEFAULT_WS_WRITE_BUFFER: usize = 1024;
+
+    /// Checks the configuration as a whole; [`Server::bind`](crate::Server::bind)
+    /// refuses one that fails.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |message: &str| Err(ConfigError(message.to_owned()));
+        if self.tcp.is_none() && self.ws.is_none() {
+            return refuse("both listeners are turned off");
+        }
+        if !self.ws_path.starts_with('/') {
+            return refuse("--ws-path must start with '/'");
+        }
+        Ok(())
+    }
+
     /// Both listeners on `127.0.0.1`, port 0 (an ephemeral port each):
     /// what tests and embedders usually want.
     pub fn ephemeral() -> Self {

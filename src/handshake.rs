@@ -6,9 +6,12 @@
 //! in the same read), WebSocket feeds its first message whole
 //! ([`parse_message`]). The scanner finds where the object ends without
 //! parsing it, so bytes after the closing `}` are handed back untouched; only
-//! the complete object is given to `serde_json`.
+//! the complete object is given to `serde_json`. [`Handshake::feed`] keeps
+//! the parsing contract of [`crate::parse`].
 
 use std::fmt;
+
+use crate::parse::{Parsed, Status};
 
 /// The handshake must be complete within this many bytes (PROTOCOL §2).
 pub const MAX_HANDSHAKE_BYTES: usize = 4096;
@@ -93,17 +96,57 @@ impl fmt::Display for HandshakeError {
 impl std::error::Error for HandshakeError {}
 
 impl HandshakeError {
-    /// A short stable label, used for per-reason counters.
-    pub fn label(&self) -> &'static str {
+    /// The reason it is counted under in `/metrics`.
+    pub fn reason(&self) -> HandshakeReason {
         use HandshakeError::*;
         match self {
-            NotAnObject | MalformedJson(_) | Incomplete | TrailingData => "malformed",
-            MissingField(_) | NotAString(_) => "missing_field",
-            Invalid { field: "name", .. } | NameReserved => "invalid_name",
-            Invalid { .. } => "invalid_room",
-            NameTaken { .. } => "name_taken",
-            TooLarge => "too_large",
-            TimedOut => "timeout",
+            NotAnObject | MalformedJson(_) | Incomplete | TrailingData => HandshakeReason::Malformed,
+            MissingField(_) | NotAString(_) => HandshakeReason::MissingField,
+            Invalid { field: "name", .. } | NameReserved => HandshakeReason::InvalidName,
+            Invalid { .. } => HandshakeReason::InvalidRoom,
+            NameTaken { .. } => HandshakeReason::NameTaken,
+            TooLarge => HandshakeReason::TooLarge,
+            TimedOut => HandshakeReason::Timeout,
+        }
+    }
+}
+
+/// The kinds of handshake failure `machat_handshake_errors_total` counts,
+/// one label each. Defined next to the errors so the labels cannot drift
+/// from them: the counters are an array indexed by this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeReason {
+    Malformed,
+    MissingField,
+    InvalidName,
+    InvalidRoom,
+    NameTaken,
+    TooLarge,
+    Timeout,
+}
+
+impl HandshakeReason {
+    /// Every reason, in counter order.
+    pub const ALL: [HandshakeReason; 7] = [
+        HandshakeReason::Malformed,
+        HandshakeReason::MissingField,
+        HandshakeReason::InvalidName,
+        HandshakeReason::InvalidRoom,
+        HandshakeReason::NameTaken,
+        HandshakeReason::TooLarge,
+        HandshakeReason::Timeout,
+    ];
+
+    /// The metric label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            HandshakeReason::Malformed => "malformed",
+            HandshakeReason::MissingField => "missing_field",
+            HandshakeReason::InvalidName => "invalid_name",
+            HandshakeReason::InvalidRoom => "invalid_room",
+            HandshakeReason::NameTaken => "name_taken",
+            HandshakeReason::TooLarge => "too_large",
+            HandshakeReason::Timeout => "timeout",
         }
     }
 }
@@ -119,18 +162,6 @@ enum Scan {
     InString { depth: u32 },
     /// Just after a backslash inside a string at `depth`.
     InEscape { depth: u32 },
-}
-
-/// Result of feeding bytes to a [`Handshake`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    /// The object is not complete yet; every byte given so far was taken.
-    NeedMore,
-    /// The object is complete and valid. `consumed` bytes of the last input
-    /// belonged to it; the rest is message data.
-    Done { request: JoinRequest, consumed: usize },
-    /// The handshake failed; the connection should be closed with this error.
-    Failed(HandshakeError),
 }
 
 /// Incremental handshake reader. Keeps the bytes of an object only while it
@@ -158,9 +189,11 @@ impl Handshake {
         self.held.capacity()
     }
 
-    /// Feeds the next bytes received. After `Done` or `Failed` the value
+    /// Feeds the next bytes received. `Partial`: every byte was taken.
+    /// `Complete`: the object is valid, and `consumed` bytes of this input
+    /// were its; the rest is chat. After `Complete` or an error the value
     /// should not be fed again.
-    pub fn feed(&mut self, input: &[u8]) -> Step {
+    pub fn feed(&mut self, input: &[u8]) -> Parsed<JoinRequest, HandshakeError> {
         // Every byte of an unfinished handshake is held, so `held` is also
         // what counts against the cap.
         let budget = MAX_HANDSHAKE_BYTES - self.held.len();
@@ -175,16 +208,13 @@ impl Handshake {
                     parse_object(&self.held)
                 };
                 self.held = Vec::new();
-                match result {
-                    Ok(request) => Step::Done { request, consumed },
-                    Err(error) => Step::Failed(error),
-                }
+                result.map(|value| Status::Complete { value, consumed })
             }
-            Scanned::NotAnObject => Step::Failed(HandshakeError::NotAnObject),
-            Scanned::Partial if input.len() > budget => Step::Failed(HandshakeError::TooLarge),
+            Scanned::NotAnObject => Err(HandshakeError::NotAnObject),
+            Scanned::Partial if input.len() > budget => Err(HandshakeError::TooLarge),
             Scanned::Partial => {
                 self.held.extend_from_slice(input);
-                Step::NeedMore
+                Ok(Status::Partial)
             }
         }
     }
@@ -228,16 +258,15 @@ pub fn parse_message(message: &[u8]) -> Result<JoinRequest, HandshakeError> {
         return Err(HandshakeError::TooLarge);
     }
     let mut handshake = Handshake::new();
-    match handshake.feed(message) {
-        Step::Done { request, consumed } => {
+    match handshake.feed(message)? {
+        Status::Complete { value: request, consumed } => {
             if message[consumed..].iter().all(u8::is_ascii_whitespace) {
                 Ok(request)
             } else {
                 Err(HandshakeError::TrailingData)
             }
         }
-        Step::Failed(error) => Err(error),
-        Step::NeedMore => Err(HandshakeError::Incomplete),
+        Status::Partial => Err(HandshakeError::Incomplete),
     }
 }
 
@@ -294,30 +323,34 @@ mod tests {
         JoinRequest { name: name.into(), room: room.into() }
     }
 
-    fn feed_all(parts: &[&[u8]]) -> Step {
+    fn feed_all(parts: &[&[u8]]) -> Parsed<JoinRequest, HandshakeError> {
         let mut handshake = Handshake::new();
         let (last, first) = parts.split_last().unwrap();
         for part in first {
-            assert_eq!(handshake.feed(part), Step::NeedMore);
+            assert_eq!(handshake.feed(part), Ok(Status::Partial));
         }
         handshake.feed(last)
+    }
+
+    fn done(request: JoinRequest, consumed: usize) -> Parsed<JoinRequest, HandshakeError> {
+        Ok(Status::Complete { value: request, consumed })
     }
 
     #[test]
     fn whole_object_then_messages() {
         let input = br#"{"name":"Mina","room":"dev"}hello"#;
-        assert_eq!(feed_all(&[input]), Step::Done { request: request("Mina", "dev"), consumed: 28 });
+        assert_eq!(feed_all(&[input]), done(request("Mina", "dev"), 28));
     }
 
     #[test]
     fn split_at_every_byte_gives_the_same_result() {
         let input = br#"  {"name": " Mina ", "room": "dev}{", "extra": [1, {"a": "\"}"}]}tail"#;
         let whole = feed_all(&[input]);
-        let Step::Done { request: expected, consumed } = whole else { panic!("{whole:?}") };
+        let Ok(Status::Complete { value: expected, consumed }) = whole else { panic!("{whole:?}") };
         assert_eq!(expected, request("Mina", "dev}{"));
         for split in 1..consumed {
             let step = feed_all(&[&input[..split], &input[split..]]);
-            assert_eq!(step, Step::Done { request: expected.clone(), consumed: consumed - split });
+            assert_eq!(step, done(expected.clone(), consumed - split));
         }
     }
 
@@ -339,7 +372,7 @@ mod tests {
         ];
         for (input, reason) in cases {
             match feed_all(&[input]) {
-                Step::Failed(error) => {
+                Err(error) => {
                     assert!(error.to_string().starts_with(reason), "{error} for {input:?}");
                     assert!(!error.to_string().contains('\n'));
                 }
@@ -352,16 +385,16 @@ mod tests {
     fn length_limits_count_characters() {
         let name = "é".repeat(MAX_NAME_CHARS);
         let ok = format!(r#"{{"name":"{name}","room":"{}"}}"#, "r".repeat(MAX_ROOM_CHARS));
-        assert!(matches!(feed_all(&[ok.as_bytes()]), Step::Done { .. }));
+        assert!(matches!(feed_all(&[ok.as_bytes()]), Ok(Status::Complete { .. })));
         let long_name = format!(r#"{{"name":"{name}x","room":"dev"}}"#);
         assert!(matches!(
             feed_all(&[long_name.as_bytes()]),
-            Step::Failed(HandshakeError::Invalid { field: "name", problem: FieldProblem::TooLong { .. } })
+            Err(HandshakeError::Invalid { field: "name", problem: FieldProblem::TooLong { .. } })
         ));
         let long_room = format!(r#"{{"name":"Mina","room":"{}"}}"#, "r".repeat(MAX_ROOM_CHARS + 1));
         assert!(matches!(
             feed_all(&[long_room.as_bytes()]),
-            Step::Failed(HandshakeError::Invalid { field: "room", problem: FieldProblem::TooLong { .. } })
+            Err(HandshakeError::Invalid { field: "room", problem: FieldProblem::TooLong { .. } })
         ));
     }
 
@@ -370,13 +403,13 @@ mod tests {
         let mut input = br#"{"name":"Mina","room":"dev","pad":""#.to_vec();
         input.resize(MAX_HANDSHAKE_BYTES - 2, b'x');
         input.extend_from_slice(b"\"}");
-        assert!(matches!(feed_all(&[&input]), Step::Done { .. }));
+        assert!(matches!(feed_all(&[&input]), Ok(Status::Complete { .. })));
         let mut handshake = Handshake::new();
-        assert_eq!(handshake.feed(&input[..MAX_HANDSHAKE_BYTES - 1]), Step::NeedMore);
-        assert_eq!(handshake.feed(b"xx"), Step::Failed(HandshakeError::TooLarge));
+        assert_eq!(handshake.feed(&input[..MAX_HANDSHAKE_BYTES - 1]), Ok(Status::Partial));
+        assert_eq!(handshake.feed(b"xx"), Err(HandshakeError::TooLarge));
         let mut longer = input.clone();
         longer.insert(40, b'x');
-        assert_eq!(feed_all(&[&longer]), Step::Failed(HandshakeError::TooLarge));
+        assert_eq!(feed_all(&[&longer]), Err(HandshakeError::TooLarge));
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! HTTP on the WebSocket port, with no sockets in it: reading a request
 //! head, deciding what it gets, and encoding the response.
 //!
-//! [`parse_request`] works like `httparse` itself: give it everything
-//! received so far and it answers `Partial` (send more), a complete request
-//! borrowed from the buffer, or a rejection with its status. [`route`] then
+//! [`parse_request`] keeps the parsing contract of [`crate::parse`], and
+//! like `httparse` itself it is stateless: give it everything received so
+//! far and it answers `Partial` (send more), a complete request borrowed
+//! from the buffer, or an [`HttpError`] with its status. [`route`] then
 //! turns a request into a WebSocket upgrade, one of the server's pages (the
-//! chat page, metrics, health), or an error response; a new page is one
-//! more arm of its match.
+//! chat page, metrics, health), or an error; a new page is one more arm of
+//! its match.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+
+use crate::parse::{Parsed, Status};
 
 /// Request heads larger than this get 431.
 pub const MAX_REQUEST_HEAD: usize = 8192;
@@ -29,26 +32,56 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
 }
 
-/// Result of reading a request head.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed<'a> {
-    /// The head is not complete yet.
-    Partial,
-    /// The head is complete and `len` bytes long; bytes after it belong to
-    /// whatever follows (WebSocket frames after an upgrade).
-    Complete { request: Request<'a>, len: usize },
-    /// The request cannot be served; answer with this and close.
-    Rejected(Response),
+/// A request that cannot be served: the status and a one-line reason,
+/// sent as a plain-text response before the connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub message: String,
+    /// A header the response must carry (`Allow` with 405, say).
+    header: Option<(&'static str, &'static str)>,
 }
 
-/// Reads a request head from the start of `buffer`.
-pub fn parse_request(buffer: &[u8]) -> Parsed<'_> {
+impl HttpError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        HttpError { status, message: message.into(), header: None }
+    }
+
+    fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.header = Some((name, value));
+        self
+    }
+
+    fn headers_too_large() -> Self {
+        HttpError::new(431, format!("request headers larger than {MAX_REQUEST_HEAD} bytes"))
+    }
+
+    /// The response that says so.
+    pub fn response(&self) -> Response {
+        let response = Response::text(self.status, &self.message);
+        match self.header {
+            Some((name, value)) => response.with_header(name, value),
+            None => response,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Reads a request head from the start of `buffer`. `consumed` is the
+/// head's length; bytes after it belong to whatever follows (WebSocket
+/// frames after an upgrade, or a pipelined request).
+pub fn parse_request(buffer: &[u8]) -> Parsed<Request<'_>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buffer) {
-        Ok(httparse::Status::Complete(len)) if len > MAX_REQUEST_HEAD => {
-            Parsed::Rejected(Response::headers_too_large())
-        }
+        Ok(httparse::Status::Complete(len)) if len > MAX_REQUEST_HEAD => Err(HttpError::headers_too_large()),
         Ok(httparse::Status::Complete(len)) => {
             let header = |name: &str| {
                 request
@@ -68,14 +101,14 @@ pub fn parse_request(buffer: &[u8]) -> Parsed<'_> {
                 websocket_version: header("Sec-WebSocket-Version"),
                 origin: header("Origin"),
             };
-            Parsed::Complete { request, len }
+            Ok(Status::Complete { value: request, consumed: len })
         }
         Ok(httparse::Status::Partial) if buffer.len() >= MAX_REQUEST_HEAD => {
-            Parsed::Rejected(Response::headers_too_large())
+            Err(HttpError::headers_too_large())
         }
-        Ok(httparse::Status::Partial) => Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => Parsed::Rejected(Response::headers_too_large()),
-        Err(error) => Parsed::Rejected(Response::text(400, &format!("not a valid HTTP request: {error}"))),
+        Ok(httparse::Status::Partial) => Ok(Status::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::headers_too_large()),
+        Err(error) => Err(HttpError::new(400, format!("not a valid HTTP request: {error}"))),
     }
 }
 
@@ -106,7 +139,7 @@ pub enum Route {
     /// Serve a page (the caller renders it; a HEAD request gets no body).
     Page(Page),
     /// Answer with an error and close.
-    Respond(Response),
+    Refuse(HttpError),
 }
 
 impl Request<'_> {
@@ -139,40 +172,40 @@ pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
     if let Some(page) = page.filter(|_| path != routes.websocket_path) {
         return match request.method {
             "GET" | "HEAD" => Route::Page(page),
-            _ => Route::Respond(
-                Response::text(405, "only GET and HEAD are allowed here").with_header("Allow", "GET, HEAD"),
+            _ => Route::Refuse(
+                HttpError::new(405, "only GET and HEAD are allowed here").with_header("Allow", "GET, HEAD"),
             ),
         };
     }
     if path != routes.websocket_path {
-        return Route::Respond(Response::text(404, &format!("no such path: {path}")));
+        return Route::Refuse(HttpError::new(404, format!("no such path: {path}")));
     }
     if request.method != "GET" {
-        return Route::Respond(Response::text(405, "only GET is allowed here").with_header("Allow", "GET"));
+        return Route::Refuse(HttpError::new(405, "only GET is allowed here").with_header("Allow", "GET"));
     }
     let upgrade_asked = request.upgrade.is_some_and(|value| has_token(value, "websocket"))
         && request.connection.is_some_and(|value| has_token(value, "upgrade"));
     if !upgrade_asked || request.version < 1 {
-        return Route::Respond(Response::text(
+        return Route::Refuse(HttpError::new(
             400,
-            &format!("{} takes WebSocket upgrade requests only", routes.websocket_path),
+            format!("{} takes WebSocket upgrade requests only", routes.websocket_path),
         ));
     }
     if let Some(origin) = request.origin {
         let allowed = routes.allowed_origins.is_empty()
             || routes.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin));
         if !allowed {
-            return Route::Respond(Response::text(403, &format!("origin {origin} is not allowed")));
+            return Route::Refuse(HttpError::new(403, format!("origin {origin} is not allowed")));
         }
     }
     if request.websocket_version != Some("13") {
-        return Route::Respond(
-            Response::text(400, "unsupported Sec-WebSocket-Version: 13 is required")
+        return Route::Refuse(
+            HttpError::new(400, "unsupported Sec-WebSocket-Version: 13 is required")
                 .with_header("Sec-WebSocket-Version", "13"),
         );
     }
     let Some(key) = request.websocket_key.filter(|key| key.len() == 24) else {
-        return Route::Respond(Response::text(400, "missing or malformed Sec-WebSocket-Key"));
+        return Route::Refuse(HttpError::new(400, "missing or malformed Sec-WebSocket-Key"));
     };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Route::Upgrade {
@@ -206,10 +239,6 @@ impl Response {
         let mut body = message.as_bytes().to_vec();
         body.push(b'\n');
         Response::new(status).with_header("Content-Type", "text/plain; charset=utf-8").with_body(body)
-    }
-
-    fn headers_too_large() -> Self {
-        Response::text(431, &format!("request headers larger than {MAX_REQUEST_HEAD} bytes"))
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -271,15 +300,23 @@ Origin: http://localhost:8099/\r\n\r\n";
 
     fn complete(bytes: &[u8]) -> Request<'_> {
         match parse_request(bytes) {
-            Parsed::Complete { request, .. } => request,
+            Ok(Status::Complete { value, .. }) => value,
             other => panic!("expected a complete request, got {other:?}"),
         }
     }
 
     fn status(route: Route) -> u16 {
         match route {
-            Route::Upgrade { response } | Route::Respond(response) => response.status,
+            Route::Upgrade { response } => response.status,
+            Route::Refuse(error) => error.status,
             Route::Page(_) => 200,
+        }
+    }
+
+    fn refused_with(parsed: Parsed<Request<'_>, HttpError>) -> u16 {
+        match parsed {
+            Err(error) => error.status,
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 
@@ -300,11 +337,13 @@ Origin: http://localhost:8099/\r\n\r\n";
     #[test]
     fn every_prefix_of_a_request_is_partial() {
         for end in 0..UPGRADE.len() {
-            assert_eq!(parse_request(&UPGRADE[..end]), Parsed::Partial, "prefix of {end} bytes");
+            assert_eq!(parse_request(&UPGRADE[..end]), Ok(Status::Partial), "prefix of {end} bytes");
         }
         let mut with_frame = UPGRADE.to_vec();
         with_frame.extend_from_slice(b"\x81\x80");
-        assert!(matches!(parse_request(&with_frame), Parsed::Complete { len, .. } if len == UPGRADE.len()));
+        assert!(
+            matches!(parse_request(&with_frame), Ok(Status::Complete { consumed, .. }) if consumed == UPGRADE.len())
+        );
     }
 
     #[test]
@@ -319,7 +358,7 @@ Origin: http://localhost:8099/\r\n\r\n";
         assert_eq!(status(route(&complete(UPGRADE), routes(&allowed))), 403);
         let allowed = ["HTTP://localhost:8099/".to_string()];
         assert_eq!(status(route(&complete(UPGRADE), routes(&allowed))), 101);
-        assert!(matches!(parse_request(b"{\"name\":\"Mina\"}\n"), Parsed::Rejected(r) if r.status == 400));
+        assert_eq!(refused_with(parse_request(b"{\"name\":\"Mina\"}\n")), 400);
     }
 
     #[test]
@@ -329,7 +368,8 @@ Origin: http://localhost:8099/\r\n\r\n";
             let route = route(&complete(raw.as_bytes()), routes(&[]));
             match route {
                 Route::Page(page) => Ok(page),
-                Route::Respond(response) | Route::Upgrade { response } => Err(response.status),
+                Route::Upgrade { response } => Err(response.status),
+                Route::Refuse(error) => Err(error.status),
             }
         };
         assert_eq!(get("/", "GET"), Ok(Page::Chat));
@@ -362,12 +402,12 @@ Origin: http://localhost:8099/\r\n\r\n";
     fn oversized_heads_get_431() {
         let mut big = b"GET /mychat HTTP/1.1\r\nX-Filler: ".to_vec();
         big.resize(MAX_REQUEST_HEAD + 1, b'a');
-        assert!(matches!(parse_request(&big), Parsed::Rejected(r) if r.status == 431));
+        assert_eq!(refused_with(parse_request(&big)), 431);
         let mut many = b"GET /mychat HTTP/1.1\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert!(matches!(parse_request(&many), Parsed::Rejected(r) if r.status == 431));
+        assert_eq!(refused_with(parse_request(&many)), 431);
     }
 }

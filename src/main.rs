@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use machat::config::{self, Config};
-use machat::{Handle, Server};
+use machat::{Config, Handle, Server};
 
 /// A chat server for the MaChat protocol: TCP line clients and WebSocket
 /// clients share rooms. Long flags also work with one dash (-tcp ADDR).
@@ -14,13 +13,13 @@ use machat::{Handle, Server};
 #[command(name = "machat", version)]
 struct Cli {
     /// TCP listen address
-    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_TCP)]
+    #[arg(long, value_name = "ADDR", default_value = Config::DEFAULT_TCP)]
     tcp: String,
     /// WebSocket listen address
-    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_WS)]
+    #[arg(long, value_name = "ADDR", default_value = Config::DEFAULT_WS)]
     ws: String,
     /// Path WebSocket clients upgrade on
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_WS_PATH)]
+    #[arg(long, value_name = "PATH", default_value = Config::DEFAULT_WS_PATH)]
     ws_path: String,
     /// Turn the TCP listener off
     #[arg(long)]
@@ -32,25 +31,25 @@ struct Cli {
     #[arg(long, value_name = "ORIGIN")]
     allowed_origin: Vec<String>,
     /// Longest chat line or WebSocket message, in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_LINE)]
+    #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_MAX_LINE)]
     max_line: usize,
     /// Output queued for one client before it is cut off as a slow consumer, in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_PENDING)]
+    #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_MAX_PENDING)]
     max_pending: usize,
     /// Most clients connected at once
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Seconds from connect to a complete handshake
-    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
     handshake_timeout: f64,
     /// Seconds shutdown waits for pending output to be flushed
-    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     shutdown_grace: f64,
     /// WebSocket read buffer per connection, in bytes (the original's Rbsize)
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_WS_READ_BUFFER)]
+    #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_WS_READ_BUFFER)]
     ws_read_buffer: usize,
     /// WebSocket write buffer per connection, in bytes (the original's Wbsize)
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_WS_WRITE_BUFFER)]
+    #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_WS_WRITE_BUFFER)]
     ws_write_buffer: usize,
 }
 
@@ -60,10 +59,7 @@ impl Cli {
             Duration::try_from_secs_f64(value)
                 .map_err(|_| format!("--{name} must be a non-negative number of seconds"))
         };
-        if !self.ws_path.starts_with('/') {
-            return Err("--ws-path must start with '/'".into());
-        }
-        Ok(Config {
+        let config = Config {
             tcp: (!self.no_tcp).then_some(self.tcp),
             ws: (!self.no_ws).then_some(self.ws),
             ws_path: self.ws_path,
@@ -75,14 +71,16 @@ impl Cli {
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             ws_read_buffer: self.ws_read_buffer,
             ws_write_buffer: self.ws_write_buffer,
-        })
+        };
+        config.validate().map_err(|error| error.to_string())?;
+        Ok(config)
     }
 }
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let command = Cli::command();
-    let args = machat::cli::accept_single_dash(&command, std::env::args_os());
+    let args = machat::internal::cli::accept_single_dash(&command, std::env::args_os());
     let cli = match command.try_get_matches_from(args).and_then(|matches| Cli::from_arg_matches(&matches)) {
         Ok(cli) => cli,
         Err(error) => error.exit(),

@@ -1,15 +1,23 @@
-//! The per-connection output buffer and the pool its buffers come from.
+//! The output side: what leaves the server, from a message to the socket.
 //!
-//! Every byte the server sends to a client goes through that client's
-//! [`Output`]: broadcasts, error lines, WebSocket control frames, HTTP
-//! responses. One ordered buffer per connection means frames can never
-//! interleave, and it is the only place the socket is written from.
-//!
-//! A connection holds a buffer only while it has something queued. Buffers
-//! come from a [`BufferPool`] and go back when drained, so an idle
-//! connection costs no buffer and a busy one costs no allocation per turn.
+//! - A [`Batch`] holds the messages one sender produced in one read,
+//!   encoded once per transport: `<name>:<text>\n` lines back to back (the
+//!   exact bytes every TCP member receives) and, when the room has
+//!   WebSocket members, the same messages as text frames. A message is
+//!   encoded once per transport, never once per recipient, and each
+//!   recipient gets the whole batch with one copy.
+//! - Every byte the server sends to a client goes through that client's
+//!   [`Output`]: broadcasts, error lines, WebSocket control frames, HTTP
+//!   responses. One ordered buffer per connection means frames can never
+//!   interleave, and it is the only place the socket is written from.
+//! - A connection holds a buffer only while it has something queued.
+//!   Buffers come from a [`BufferPool`] and go back when drained, so an
+//!   idle connection costs no buffer and a busy one costs no allocation per
+//!   turn.
 
 use std::io::{self, Write};
+
+use crate::websocket;
 
 /// A new buffer is allocated just large enough for what is queued (at
 /// least this): a message fanned out to a huge room then costs each member
@@ -20,6 +28,80 @@ const MAX_POOLED_CAPACITY: usize = 64 * 1024;
 /// Most bytes of free buffers kept for reuse: enough for a buffer per
 /// member of a room of tens of thousands.
 const MAX_POOLED_BYTES: usize = 32 * 1024 * 1024;
+
+/// The messages of one sender, ready to hand to a room.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// `name:text\n` lines, back to back.
+    lines: Vec<u8>,
+    /// End offset of each message in `lines`.
+    ends: Vec<usize>,
+    /// The same messages as WebSocket text frames; empty until asked for.
+    frames: Vec<u8>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empties the batch, keeping its allocations for the next one.
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.ends.clear();
+        self.frames.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Adds one message from `sender`. Text that is not valid UTF-8 has each
+    /// bad sequence replaced with U+FFFD, so every delivery is valid UTF-8.
+    pub fn push(&mut self, sender: &str, text: &[u8]) {
+        debug_assert!(self.frames.is_empty(), "push after frames were encoded");
+        self.lines.extend_from_slice(sender.as_bytes());
+        self.lines.push(b':');
+        match std::str::from_utf8(text) {
+            Ok(valid) => self.lines.extend_from_slice(valid.as_bytes()),
+            Err(_) => self.lines.extend_from_slice(String::from_utf8_lossy(text).as_bytes()),
+        }
+        self.lines.push(b'\n');
+        self.ends.push(self.lines.len());
+        if log::log_enabled!(log::Level::Trace) {
+            let start = self.ends.len().checked_sub(2).map_or(0, |previous| self.ends[previous]);
+            log::trace!("message {:?}", String::from_utf8_lossy(&self.lines[start..]));
+        }
+    }
+
+    /// The batch as TCP bytes.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// Frames every message as a WebSocket text frame, once; call before
+    /// [`frames`](Batch::frames) when the room has WebSocket members.
+    pub fn encode_frames(&mut self) {
+        if self.frames.is_empty() {
+            let mut start = 0;
+            for &end in &self.ends {
+                websocket::encode_text_frame(&mut self.frames, &self.lines[start..end]);
+                start = end;
+            }
+        }
+    }
+
+    /// The batch as WebSocket text frames (empty before
+    /// [`encode_frames`](Batch::encode_frames)).
+    pub fn frames(&self) -> &[u8] {
+        &self.frames
+    }
+}
 
 /// Reusable buffers shared by all connections of one loop. The loop
 /// empties it when it goes idle, so the memory of a burst is not kept.
@@ -64,12 +146,12 @@ impl BufferPool {
 
 /// Bytes queued for one connection and how many of them were written.
 #[derive(Debug)]
-pub struct Queued {
+pub struct OutputBuffer {
     bytes: Vec<u8>,
     written: usize,
 }
 
-impl Queued {
+impl OutputBuffer {
     fn unwritten(&self) -> &[u8] {
         &self.bytes[self.written..]
     }
@@ -83,23 +165,23 @@ pub enum Output {
     Empty,
     /// Bytes queued since the last flush; the connection is on the loop's
     /// flush list and will be written once at the end of the turn.
-    Pending(Queued),
+    Pending(OutputBuffer),
     /// The socket did not take everything; the connection waits for a
     /// WRITABLE event and is not on the flush list.
-    Blocked(Queued),
+    Blocked(OutputBuffer),
 }
 
-/// Queuing would pass the connection's cap: it is a slow consumer.
+/// Appending would pass the connection's cap: it is a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverCap;
 
-/// What queuing did to the output state.
+/// What appending did to the output state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queue {
+pub enum Appended {
     /// The output was empty: put the connection on the flush list.
-    NowPending,
+    Started,
     /// Already pending or blocked: nothing more to do.
-    Appended,
+    Behind,
 }
 
 /// What flushes wrote: bytes, and `write` calls that wrote something.
@@ -123,7 +205,7 @@ impl Output {
     pub fn len(&self) -> usize {
         match self {
             Output::Empty => 0,
-            Output::Pending(queued) | Output::Blocked(queued) => queued.bytes.len() - queued.written,
+            Output::Pending(buffer) | Output::Blocked(buffer) => buffer.bytes.len() - buffer.written,
         }
     }
 
@@ -139,12 +221,12 @@ impl Output {
     pub fn capacity(&self) -> usize {
         match self {
             Output::Empty => 0,
-            Output::Pending(queued) | Output::Blocked(queued) => queued.bytes.capacity(),
+            Output::Pending(buffer) | Output::Blocked(buffer) => buffer.bytes.capacity(),
         }
     }
 
     /// Appends `data`, unless that would leave more than `cap` bytes queued.
-    pub fn queue(&mut self, data: &[u8], cap: usize, pool: &mut BufferPool) -> Result<Queue, OverCap> {
+    pub fn append(&mut self, data: &[u8], cap: usize, pool: &mut BufferPool) -> Result<Appended, OverCap> {
         if self.len() + data.len() > cap {
             return Err(OverCap);
         }
@@ -152,18 +234,18 @@ impl Output {
             Output::Empty => {
                 let mut bytes = pool.take(data.len());
                 bytes.extend_from_slice(data);
-                *self = Output::Pending(Queued { bytes, written: 0 });
-                Ok(Queue::NowPending)
+                *self = Output::Pending(OutputBuffer { bytes, written: 0 });
+                Ok(Appended::Started)
             }
-            Output::Pending(queued) | Output::Blocked(queued) => {
+            Output::Pending(buffer) | Output::Blocked(buffer) => {
                 // Reclaim the written prefix before growing, so a blocked
                 // buffer does not creep towards twice the cap.
-                if queued.written > 0 && queued.bytes.len() + data.len() > queued.bytes.capacity() {
-                    queued.bytes.drain(..queued.written);
-                    queued.written = 0;
+                if buffer.written > 0 && buffer.bytes.len() + data.len() > buffer.bytes.capacity() {
+                    buffer.bytes.drain(..buffer.written);
+                    buffer.written = 0;
                 }
-                queued.bytes.extend_from_slice(data);
-                Ok(Queue::Appended)
+                buffer.bytes.extend_from_slice(data);
+                Ok(Appended::Behind)
             }
         }
     }
@@ -176,22 +258,22 @@ impl Output {
         pool: &mut BufferPool,
         tally: &mut Tally,
     ) -> io::Result<Flushed> {
-        let queued = match self {
+        let buffer = match self {
             Output::Empty => return Ok(Flushed::Drained),
-            Output::Pending(queued) | Output::Blocked(queued) => queued,
+            Output::Pending(buffer) | Output::Blocked(buffer) => buffer,
         };
-        while !queued.unwritten().is_empty() {
-            match sink.write(queued.unwritten()) {
+        while !buffer.unwritten().is_empty() {
+            match sink.write(buffer.unwritten()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    queued.written += n;
+                    buffer.written += n;
                     tally.bytes += n;
                     tally.writes += 1;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     *self = match std::mem::take(self) {
-                        Output::Pending(queued) | Output::Blocked(queued) => Output::Blocked(queued),
+                        Output::Pending(buffer) | Output::Blocked(buffer) => Output::Blocked(buffer),
                         Output::Empty => Output::Empty,
                     };
                     return Ok(Flushed::Blocked);
@@ -199,8 +281,8 @@ impl Output {
                 Err(error) => return Err(error),
             }
         }
-        if let Output::Pending(queued) | Output::Blocked(queued) = std::mem::take(self) {
-            pool.give(queued.bytes);
+        if let Output::Pending(buffer) | Output::Blocked(buffer) = std::mem::take(self) {
+            pool.give(buffer.bytes);
         }
         Ok(Flushed::Drained)
     }
@@ -208,8 +290,8 @@ impl Output {
     /// Drops everything queued, giving the buffer back.
     pub fn discard(&mut self, pool: &mut BufferPool) -> usize {
         let dropped = self.len();
-        if let Output::Pending(queued) | Output::Blocked(queued) = std::mem::take(self) {
-            pool.give(queued.bytes);
+        if let Output::Pending(buffer) | Output::Blocked(buffer) = std::mem::take(self) {
+            pool.give(buffer.bytes);
         }
         dropped
     }
@@ -245,8 +327,8 @@ mod tests {
     fn queue_flush_block_and_drain() {
         let mut pool = BufferPool::default();
         let mut output = Output::default();
-        assert_eq!(output.queue(b"hello ", 100, &mut pool), Ok(Queue::NowPending));
-        assert_eq!(output.queue(b"world", 100, &mut pool), Ok(Queue::Appended));
+        assert_eq!(output.append(b"hello ", 100, &mut pool), Ok(Appended::Started));
+        assert_eq!(output.append(b"world", 100, &mut pool), Ok(Appended::Behind));
         assert_eq!(output.len(), 11);
 
         let mut socket = Socket { taken: Vec::new(), room: 4 };
@@ -256,7 +338,7 @@ mod tests {
         assert_eq!((tally.bytes, tally.writes, output.len()), (4, 1, 7));
 
         // More output while blocked stays in order behind the rest.
-        assert_eq!(output.queue(b"!", 100, &mut pool), Ok(Queue::Appended));
+        assert_eq!(output.append(b"!", 100, &mut pool), Ok(Appended::Behind));
         socket.room = 100;
         assert_eq!(output.flush(&mut socket, &mut pool, &mut tally).unwrap(), Flushed::Drained);
         assert_eq!((tally.bytes, tally.writes), (12, 2));
@@ -270,13 +352,41 @@ mod tests {
     fn the_cap_counts_unwritten_bytes_only() {
         let mut pool = BufferPool::default();
         let mut output = Output::default();
-        output.queue(&[1; 8], 10, &mut pool).unwrap();
-        assert_eq!(output.queue(&[2; 3], 10, &mut pool), Err(OverCap));
+        output.append(&[1; 8], 10, &mut pool).unwrap();
+        assert_eq!(output.append(&[2; 3], 10, &mut pool), Err(OverCap));
         let mut socket = Socket { taken: Vec::new(), room: 5 };
         output.flush(&mut socket, &mut pool, &mut Tally::default()).unwrap();
-        assert_eq!(output.queue(&[2; 7], 10, &mut pool), Ok(Queue::Appended));
+        assert_eq!(output.append(&[2; 7], 10, &mut pool), Ok(Appended::Behind));
         assert_eq!(output.len(), 10);
         assert_eq!(output.discard(&mut pool), 10);
         assert!(output.is_empty());
+    }
+
+    #[test]
+    fn lines_are_prefixed_and_terminated() {
+        let mut batch = Batch::new();
+        batch.push("Mina", b"hello");
+        batch.push("Mina", b"again");
+        assert_eq!(batch.lines(), b"Mina:hello\nMina:again\n");
+        assert_eq!(batch.len(), 2);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let mut batch = Batch::new();
+        batch.push("Mina", b"a\xffb");
+        assert_eq!(batch.lines(), "Mina:a\u{FFFD}b\n".as_bytes());
+    }
+
+    #[test]
+    fn frames_hold_one_text_frame_per_message() {
+        let mut batch = Batch::new();
+        batch.push("Mina", b"hi");
+        batch.push("Ola", b"yo");
+        batch.encode_frames();
+        assert_eq!(batch.frames(), b"\x81\x08Mina:hi\n\x81\x07Ola:yo\n");
+        batch.clear();
+        assert!(batch.is_empty());
+        assert!(batch.frames().is_empty());
     }
 }

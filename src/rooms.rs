@@ -1,6 +1,6 @@
 //! Room bookkeeping: which connections are in which room under which name.
-//! Pure data, no sockets: the event loop asks it who should receive a
-//! message and tells it who joined and left.
+//! Pure data, no sockets: the reactor asks it who should receive a message
+//! and tells it who joined and left.
 //!
 //! Join and leave are O(1): rooms live in a slab, found by name through a
 //! hash map; members live in a slab inside their room, found by name through
@@ -11,8 +11,16 @@ use std::collections::HashMap;
 
 use slab::Slab;
 
-/// Index of a connection in the event loop's slab.
-pub type ConnId = usize;
+/// Identifies a connection while it is open: its key in the reactor's
+/// slab (and its mio token). A closed connection's id may be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub usize);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// How a member receives messages; a broadcast encodes once per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,17 +173,17 @@ mod tests {
     #[test]
     fn join_and_leave_create_and_drop_rooms() {
         let mut rooms = Rooms::new();
-        let dev = rooms.join("dev", "Mina", 1, Transport::Tcp).unwrap();
-        assert_eq!(rooms.join("dev", "Ola", 2, Transport::WebSocket), Ok(dev));
+        let dev = rooms.join("dev", "Mina", ConnId(1), Transport::Tcp).unwrap();
+        assert_eq!(rooms.join("dev", "Ola", ConnId(2), Transport::WebSocket), Ok(dev));
         assert_eq!(rooms.len(), 1);
         assert_eq!(rooms.member_count(), 2);
         let room = rooms.get(dev).unwrap();
         assert!(room.has_tcp_members() && room.has_websocket_members());
-        let mut conns: Vec<_> = room.members().map(|member| member.conn).collect();
+        let mut conns: Vec<_> = room.members().map(|member| member.conn.0).collect();
         conns.sort();
         assert_eq!(conns, [1, 2]);
 
-        assert_eq!(rooms.leave(dev, "Mina"), Some(Member { conn: 1, transport: Transport::Tcp }));
+        assert_eq!(rooms.leave(dev, "Mina"), Some(Member { conn: ConnId(1), transport: Transport::Tcp }));
         assert!(!rooms.get(dev).unwrap().has_tcp_members());
         assert_eq!(rooms.leave(dev, "Mina"), None);
         rooms.leave(dev, "Ola").unwrap();
@@ -187,18 +195,18 @@ mod tests {
     #[test]
     fn names_are_unique_per_room_only() {
         let mut rooms = Rooms::new();
-        let dev = rooms.join("dev", "Mina", 1, Transport::Tcp).unwrap();
-        assert_eq!(rooms.join("dev", "Mina", 2, Transport::WebSocket), Err(NameTaken));
-        assert!(rooms.join("ops", "Mina", 3, Transport::Tcp).is_ok());
+        let dev = rooms.join("dev", "Mina", ConnId(1), Transport::Tcp).unwrap();
+        assert_eq!(rooms.join("dev", "Mina", ConnId(2), Transport::WebSocket), Err(NameTaken));
+        assert!(rooms.join("ops", "Mina", ConnId(3), Transport::Tcp).is_ok());
         rooms.leave(dev, "Mina");
-        assert!(rooms.join("dev", "Mina", 2, Transport::Tcp).is_ok());
+        assert!(rooms.join("dev", "Mina", ConnId(2), Transport::Tcp).is_ok());
     }
 
     #[test]
     fn a_refused_first_join_leaves_no_empty_room() {
         let mut rooms = Rooms::new();
-        let dev = rooms.join("dev", "Mina", 1, Transport::Tcp).unwrap();
-        rooms.join("dev", "Mina", 2, Transport::Tcp).unwrap_err();
+        let dev = rooms.join("dev", "Mina", ConnId(1), Transport::Tcp).unwrap();
+        rooms.join("dev", "Mina", ConnId(2), Transport::Tcp).unwrap_err();
         rooms.leave(dev, "Mina");
         assert_eq!(rooms.len(), 0);
     }

@@ -4,11 +4,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::handshake::HandshakeError;
+use crate::handshake::HandshakeReason;
 
-/// Labels of handshake failures, as counted in [`Stats::handshake_errors`].
-pub const HANDSHAKE_ERROR_LABELS: [&str; 7] =
-    ["malformed", "missing_field", "invalid_name", "invalid_room", "name_taken", "too_large", "timeout"];
+/// Handshake failure kinds counted in [`Stats::handshake_errors`].
+const HANDSHAKE_REASONS: usize = HandshakeReason::ALL.len();
 
 /// HTTP statuses counted in [`Stats::http_responses`], which has one more
 /// slot at the end for any other status.
@@ -22,8 +21,8 @@ macro_rules! counters {
         #[derive(Debug, Clone, Default, PartialEq, Eq)]
         pub struct Stats {
             $($(#[$doc])* pub $name: u64,)*
-            /// Handshake failures by reason, in [`HANDSHAKE_ERROR_LABELS`] order.
-            pub handshake_errors: [u64; HANDSHAKE_ERROR_LABELS.len()],
+            /// Handshake failures by reason, in [`Stats::HANDSHAKE_ERROR_LABELS`] order.
+            pub handshake_errors: [u64; HANDSHAKE_REASONS],
             /// HTTP responses by status, in [`HTTP_STATUSES`] order.
             pub http_responses: [u64; HTTP_SLOTS],
         }
@@ -32,7 +31,7 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub(crate) struct SharedStats {
             $($name: AtomicU64,)*
-            handshake_errors: [AtomicU64; HANDSHAKE_ERROR_LABELS.len()],
+            handshake_errors: [AtomicU64; HANDSHAKE_REASONS],
             http_responses: [AtomicU64; HTTP_SLOTS],
         }
 
@@ -103,11 +102,20 @@ counters! {
 }
 
 impl Stats {
-    pub(crate) fn count_handshake_error(&mut self, error: &HandshakeError) {
-        let label = error.label();
-        if let Some(slot) = HANDSHAKE_ERROR_LABELS.iter().position(|&known| known == label) {
-            self.handshake_errors[slot] += 1;
+    /// The `reason` labels of `machat_handshake_errors_total`, in the order
+    /// of [`Stats::handshake_errors`].
+    pub const HANDSHAKE_ERROR_LABELS: [&str; HANDSHAKE_REASONS] = {
+        let mut labels = [""; HANDSHAKE_REASONS];
+        let mut slot = 0;
+        while slot < HANDSHAKE_REASONS {
+            labels[slot] = HandshakeReason::ALL[slot].label();
+            slot += 1;
         }
+        labels
+    };
+
+    pub(crate) fn count_handshake_error(&mut self, reason: HandshakeReason) {
+        self.handshake_errors[reason as usize] += 1;
     }
 
     pub(crate) fn count_http_response(&mut self, status: u16) {
@@ -115,9 +123,9 @@ impl Stats {
         self.http_responses[slot] += 1;
     }
 
-    /// Handshake failures with the given label (see [`HANDSHAKE_ERROR_LABELS`]).
+    /// Handshake failures with the given label (see [`Stats::HANDSHAKE_ERROR_LABELS`]).
     pub fn handshake_errors_for(&self, label: &str) -> u64 {
-        HANDSHAKE_ERROR_LABELS
+        Self::HANDSHAKE_ERROR_LABELS
             .iter()
             .position(|&known| known == label)
             .map_or(0, |slot| self.handshake_errors[slot])
@@ -203,7 +211,7 @@ impl Stats {
             &[("", self.accept_pauses)],
         );
         metric("loop_turns_total", "counter", "Event loop wake-ups.", &[("", self.loop_turns)]);
-        let reasons: Vec<(String, u64)> = HANDSHAKE_ERROR_LABELS
+        let reasons: Vec<(String, u64)> = Self::HANDSHAKE_ERROR_LABELS
             .iter()
             .zip(self.handshake_errors)
             .map(|(label, value)| (format!("{{reason=\"{label}\"}}"), value))
@@ -218,5 +226,26 @@ impl Stats {
             .collect();
         family(&mut out, "http_responses_total", "counter", "HTTP responses by status.", &statuses);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_handshake_reason_is_counted_under_its_own_label() {
+        for (slot, reason) in HandshakeReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, slot, "ALL is in declaration order");
+            assert_eq!(Stats::HANDSHAKE_ERROR_LABELS[slot], reason.label());
+            let mut stats = Stats::default();
+            stats.count_handshake_error(reason);
+            assert_eq!(stats.handshake_errors_for(reason.label()), 1);
+            assert!(
+                stats
+                    .to_prometheus()
+                    .contains(&format!("machat_handshake_errors_total{{reason=\"{}\"}} 1\n", reason.label()))
+            );
+        }
     }
 }

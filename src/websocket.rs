@@ -2,9 +2,10 @@
 //!
 //! Incoming frames are decoded by tungstenite's [`WebSocketContext`] driven
 //! over an in-memory pipe: the loop reads the socket, hands the bytes to
-//! [`WsSession::feed`], and tungstenite's own replies (pong, close) come
-//! back as bytes for the connection's output buffer. tungstenite never sees
-//! the socket, so it can never block the loop or write past the buffer.
+//! [`WsSession::read`] (which keeps the parsing contract of
+//! [`crate::parse`]), and tungstenite's own replies (pong, close) come back
+//! as bytes for the connection's output buffer. tungstenite never sees the
+//! socket, so it can never block the loop or write past the buffer.
 //!
 //! Outgoing text and close frames are encoded here directly with
 //! tungstenite's [`FrameHeader`], so a broadcast is framed once and the same
@@ -12,10 +13,13 @@
 
 use std::io::{self, Read, Write};
 
+use tungstenite::Bytes;
 use tungstenite::error::{CapacityError, Error as WsLibError};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
+
+use crate::parse::{Parsed, Status};
 
 /// Close codes used by the server (RFC 6455 §7.4.1).
 pub mod close_code {
@@ -66,9 +70,10 @@ pub struct WsLimits {
 
 /// What the peer sent, as the session saw it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WsEvent<'a> {
-    /// A complete text message, or a binary one that is valid UTF-8.
-    Message(&'a [u8]),
+pub enum WsEvent {
+    /// A complete text message, or a binary one that is valid UTF-8
+    /// (tungstenite's buffer, shared, not copied).
+    Message(Bytes),
     /// The peer sent a Close frame; the reply is already queued.
     Closed,
 }
@@ -99,13 +104,6 @@ impl std::fmt::Display for WsError {
             WsError::Protocol(detail) => write!(f, "WebSocket protocol error: {detail}"),
         }
     }
-}
-
-/// Whether the caller wants more events from this feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Stop,
 }
 
 /// One server-side WebSocket session.
@@ -139,45 +137,37 @@ impl WsSession {
         });
     }
 
-    /// Decodes `input`, calling `on_event` for each message and close, and
-    /// appends tungstenite's replies (pong, close) to `replies`. Returns how
-    /// many bytes of `input` were taken: all of them, unless `on_event`
-    /// asked to stop, in which case the caller feeds the rest later. Bytes
-    /// that do not complete a message stay inside the session.
-    pub fn feed(
-        &mut self,
-        input: &[u8],
-        replies: &mut Vec<u8>,
-        mut on_event: impl FnMut(WsEvent<'_>) -> Flow,
-    ) -> Result<usize, WsError> {
+    /// Decodes `input` up to the next message or close. `Complete`: the
+    /// event, and how many bytes of `input` tungstenite took on the way
+    /// (it may have buffered more than the message: call again, even with
+    /// no new input, until `Partial`). `Partial`: every byte was taken and
+    /// nothing is complete. tungstenite's replies (pong, close) are
+    /// appended to `replies` either way.
+    pub fn read(&mut self, input: &[u8], replies: &mut Vec<u8>) -> Parsed<WsEvent, WsError> {
         let mut pipe = Pipe { input, output: replies };
-        let consumed = |pipe: &Pipe<'_>| input.len() - pipe.input.len();
         loop {
-            let flow = match self.context.read(&mut pipe) {
-                Ok(Message::Text(text)) => on_event(WsEvent::Message(text.as_bytes())),
+            let event = match self.context.read(&mut pipe) {
+                Ok(Message::Text(text)) => WsEvent::Message(Bytes::from(text)),
                 Ok(Message::Binary(data)) => match std::str::from_utf8(&data) {
-                    Ok(_) => on_event(WsEvent::Message(&data)),
+                    Ok(_) => WsEvent::Message(data),
                     Err(_) => return Err(WsError::InvalidUtf8),
                 },
                 // tungstenite has queued its close reply; the next read
                 // writes it into the pipe and reports the session closed.
-                Ok(Message::Close(_)) => on_event(WsEvent::Closed),
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Flow::Continue,
+                Ok(Message::Close(_)) => WsEvent::Closed,
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
                 Err(WsLibError::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(consumed(&pipe));
+                    return Ok(Status::Partial);
                 }
-                Err(WsLibError::ConnectionClosed | WsLibError::AlreadyClosed) => {
-                    return Ok(consumed(&pipe));
-                }
+                Err(WsLibError::ConnectionClosed | WsLibError::AlreadyClosed) => return Ok(Status::Partial),
                 Err(WsLibError::Capacity(CapacityError::MessageTooLong { max_size, .. })) => {
                     return Err(WsError::TooBig { max_message: max_size });
                 }
                 Err(WsLibError::Utf8(_)) => return Err(WsError::InvalidUtf8),
                 Err(error) => return Err(WsError::Protocol(error.to_string())),
             };
-            if flow == Flow::Stop {
-                return Ok(consumed(&pipe));
-            }
+            let consumed = input.len() - pipe.input.len();
+            return Ok(Status::Complete { value: event, consumed });
         }
     }
 }

@@ -223,22 +223,22 @@ fn run(args: &[&str]) -> Output {
 /// its default.
 #[test]
 fn help_lists_every_flag_with_its_default() {
-    use machat::config::*;
+    use machat::Config;
     let default = |value: &dyn std::fmt::Display| Some(format!("[default: {value}]"));
     let flags = [
-        ("--tcp", default(&DEFAULT_TCP)),
-        ("--ws", default(&DEFAULT_WS)),
-        ("--ws-path", default(&DEFAULT_WS_PATH)),
+        ("--tcp", default(&Config::DEFAULT_TCP)),
+        ("--ws", default(&Config::DEFAULT_WS)),
+        ("--ws-path", default(&Config::DEFAULT_WS_PATH)),
         ("--no-tcp", None),
         ("--no-ws", None),
         ("--allowed-origin", default(&"any origin")),
-        ("--max-line", default(&DEFAULT_MAX_LINE)),
-        ("--max-pending", default(&DEFAULT_MAX_PENDING)),
-        ("--max-connections", default(&DEFAULT_MAX_CONNECTIONS)),
-        ("--handshake-timeout", default(&DEFAULT_HANDSHAKE_TIMEOUT.as_secs())),
-        ("--shutdown-grace", default(&DEFAULT_SHUTDOWN_GRACE.as_secs())),
-        ("--ws-read-buffer", default(&DEFAULT_WS_READ_BUFFER)),
-        ("--ws-write-buffer", default(&DEFAULT_WS_WRITE_BUFFER)),
+        ("--max-line", default(&Config::DEFAULT_MAX_LINE)),
+        ("--max-pending", default(&Config::DEFAULT_MAX_PENDING)),
+        ("--max-connections", default(&Config::DEFAULT_MAX_CONNECTIONS)),
+        ("--handshake-timeout", default(&Config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())),
+        ("--shutdown-grace", default(&Config::DEFAULT_SHUTDOWN_GRACE.as_secs())),
+        ("--ws-read-buffer", default(&Config::DEFAULT_WS_READ_BUFFER)),
+        ("--ws-write-buffer", default(&Config::DEFAULT_WS_WRITE_BUFFER)),
     ];
     for spelling in ["--help", "-help"] {
         let output = run(&[spelling]);

@@ -1,26 +1,27 @@
 //! Property tests for the socket-free parsers: random bytes never panic,
 //! and every way of splitting a stream gives the same result as the whole.
 
-use machat::handshake::{Handshake, Step};
-use machat::http::{self, Parsed};
-use machat::line_framing::{LineFramer, LineTooLong};
+use machat::internal::handshake::{Handshake, HandshakeError, JoinRequest};
+use machat::internal::http;
+use machat::internal::line_framing::{LineFramer, LineTooLong};
+use machat::internal::parse::{Parsed, Status};
 use proptest::prelude::*;
 
 /// Feeds `input` to a fresh handshake in the pieces `cuts` describes.
-fn handshake_in_pieces(input: &[u8], cuts: &[usize]) -> (Step, usize) {
+fn handshake_in_pieces(input: &[u8], cuts: &[usize]) -> (Parsed<JoinRequest, HandshakeError>, usize) {
     let mut handshake = Handshake::new();
     let mut start = 0;
     for end in cuts.iter().copied().chain([input.len()]) {
         let end = end.clamp(start, input.len());
         match handshake.feed(&input[start..end]) {
-            Step::NeedMore => start = end,
-            Step::Done { request, consumed } => {
-                return (Step::Done { request, consumed: 0 }, start + consumed);
+            Ok(Status::Partial) => start = end,
+            Ok(Status::Complete { value, consumed }) => {
+                return (Ok(Status::Complete { value, consumed: 0 }), start + consumed);
             }
             failed => return (failed, 0),
         }
     }
-    (Step::NeedMore, 0)
+    (Ok(Status::Partial), 0)
 }
 
 fn lines_in_pieces(input: &[u8], cuts: &[usize], max_line: usize) -> (Vec<Vec<u8>>, Option<LineTooLong>) {
@@ -70,7 +71,7 @@ proptest! {
     fn handshake_split_anywhere_matches_whole(input in valid_stream(), cuts in proptest::collection::vec(0usize..200, 0..6)) {
         let whole = handshake_in_pieces(&input, &[]);
         let split = handshake_in_pieces(&input, &sorted(cuts));
-        prop_assert!(matches!(whole.0, Step::Done { .. }), "valid stream must join: {:?}", whole.0);
+        prop_assert!(matches!(whole.0, Ok(Status::Complete { .. })), "valid stream must join: {:?}", whole.0);
         prop_assert_eq!(whole, split);
     }
 
@@ -98,9 +99,9 @@ proptest! {
         for end in [0, input.len() / 3, input.len() / 2, input.len()] {
             let parsed = http::parse_request(&input[..end]);
             if decided {
-                prop_assert!(!matches!(parsed, Parsed::Partial));
+                prop_assert!(!matches!(parsed, Ok(Status::Partial)));
             }
-            decided |= !matches!(parsed, Parsed::Partial);
+            decided |= !matches!(parsed, Ok(Status::Partial));
         }
     }
 
@@ -109,8 +110,8 @@ proptest! {
         let request = b"GET /mychat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let cut = cut.min(request.len() - 1);
-        prop_assert!(matches!(http::parse_request(&request[..cut]), Parsed::Partial));
-        let complete = matches!(http::parse_request(request), Parsed::Complete { len, .. } if len == request.len());
+        prop_assert!(matches!(http::parse_request(&request[..cut]), Ok(Status::Partial)));
+        let complete = matches!(http::parse_request(request), Ok(Status::Complete { consumed, .. }) if consumed == request.len());
         prop_assert!(complete);
     }
 }

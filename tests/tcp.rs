@@ -312,7 +312,7 @@ fn each_handshake_error_has_its_reason_and_closes() {
         expect_handshake_error(&server, bytes.as_bytes(), error);
     }
     let stats = server.wait_idle();
-    for label in machat::stats::HANDSHAKE_ERROR_LABELS {
+    for label in machat::Stats::HANDSHAKE_ERROR_LABELS {
         let expected = cases.iter().filter(|(_, _, case_label)| *case_label == label).count() as u64;
         assert_eq!(stats.handshake_errors_for(label), expected, "handshake errors labelled {label}");
     }

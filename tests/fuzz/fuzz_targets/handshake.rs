@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use machat::handshake::{Handshake, Step};
+use machat::internal::handshake::Handshake;
+use machat::internal::parse::Status;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, input)) = data.split_first() else { return };
@@ -11,15 +12,15 @@ fuzz_target!(|data: &[u8]| {
     let cut = usize::from(cut).min(input.len());
     let mut split = Handshake::new();
     let answer = match split.feed(&input[..cut]) {
-        Step::NeedMore => match split.feed(&input[cut..]) {
-            Step::Done { request, consumed } => Step::Done { request, consumed: consumed + cut },
+        Ok(Status::Partial) => match split.feed(&input[cut..]) {
+            Ok(Status::Complete { value, consumed }) => Ok(Status::Complete { value, consumed: consumed + cut }),
             other => other,
         },
         other => other,
     };
     match (&whole, &answer) {
         // A short first piece can only fail earlier, for the same reason.
-        (Step::Failed(a), Step::Failed(b)) => assert_eq!(a.label(), b.label()),
+        (Err(a), Err(b)) => assert_eq!(a.reason(), b.reason()),
         _ => assert_eq!(whole, answer),
     }
 });

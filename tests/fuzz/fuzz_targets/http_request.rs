@@ -3,12 +3,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use machat::http::{self, Parsed, Routes};
+use machat::internal::http::{self, Routes};
+use machat::internal::parse::Status;
 
 fuzz_target!(|data: &[u8]| {
     let origins = ["http://localhost:8099".to_string()];
-    if let Parsed::Complete { request, len } = http::parse_request(data) {
-        assert!(len <= data.len());
+    if let Ok(Status::Complete { value: request, consumed }) = http::parse_request(data) {
+        assert!(consumed <= data.len());
         let _ = http::route(&request, Routes { websocket_path: "/mychat", allowed_origins: &origins });
         let _ = request.keep_alive();
     }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use machat::line_framing::LineFramer;
+use machat::internal::line_framing::LineFramer;
 
 fn frame(pieces: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
     let mut framer = LineFramer::after_handshake(32);

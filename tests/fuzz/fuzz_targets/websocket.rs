@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use machat::websocket::{Flow, WsEvent, WsLimits, WsSession};
+use machat::internal::parse::Status;
+use machat::internal::websocket::{WsEvent, WsLimits, WsSession};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, input)) = data.split_first() else { return };
@@ -12,14 +13,19 @@ fuzz_target!(|data: &[u8]| {
     let mut session = WsSession::new(limits);
     let mut replies = Vec::new();
     for piece in [&input[..cut], &input[cut..]] {
-        let fed = session.feed(piece, &mut replies, |event| {
-            if let WsEvent::Message(message) = event {
-                assert!(message.len() <= 256 && std::str::from_utf8(message).is_ok());
+        let mut rest = piece;
+        loop {
+            match session.read(rest, &mut replies) {
+                Ok(Status::Complete { value, consumed }) => {
+                    assert!(consumed <= rest.len());
+                    rest = &rest[consumed..];
+                    if let WsEvent::Message(message) = value {
+                        assert!(message.len() <= 256 && std::str::from_utf8(&message).is_ok());
+                    }
+                }
+                Ok(Status::Partial) => break,
+                Err(_) => return,
             }
-            Flow::Continue
-        });
-        if fed.is_err() {
-            return;
         }
     }
 });

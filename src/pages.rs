@@ -1,0 +1,43 @@
+//! The plain-HTTP pages of the WebSocket port, rendered with no socket in
+//! sight: the browser chat page, the Prometheus counters, the health check.
+
+use crate::http::{Page, Response};
+use crate::stats::Stats;
+
+/// The browser chat page served at `/`, compiled in.
+const CHAT_PAGE: &str = include_str!("chat_page.html");
+/// Where the page's script expects the WebSocket path, as a JSON string.
+const WS_PATH_PLACEHOLDER: &str = "\"__MACHAT_WS_PATH__\"";
+
+/// The response for one of the server's pages. `stats` must be current
+/// (gauges refreshed) for the metrics page.
+pub fn render(page: Page, ws_path: &str, stats: &Stats) -> Response {
+    match page {
+        Page::Chat => {
+            // The page learns the WebSocket path from a JSON string in its
+            // script; `<` is escaped so the path cannot end the script.
+            let path = serde_json::to_string(ws_path).unwrap_or_default().replace('<', "\\u003c");
+            Response::new(200)
+                .with_header("Content-Type", "text/html; charset=utf-8")
+                .with_header("Cache-Control", "no-cache")
+                .with_body(CHAT_PAGE.replace(WS_PATH_PLACEHOLDER, &path).into_bytes())
+        }
+        Page::Metrics => Response::new(200)
+            .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .with_body(stats.to_prometheus().into_bytes()),
+        Page::Health => Response::text(200, "ok"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chat_page_learns_the_websocket_path_safely() {
+        let response = render(Page::Chat, "/chat</script>", &Stats::default());
+        let body = String::from_utf8(response.body().to_vec()).unwrap();
+        assert!(body.contains(r#""/chat\u003c/script>""#));
+        assert!(!body.contains(WS_PATH_PLACEHOLDER));
+    }
+}

@@ -1,0 +1,229 @@
+//! Listening sockets and accepting: each listener is drained until
+//! `WouldBlock` (mio is edge-triggered: a listener that still has waiting
+//! connections reports no new event), and every new socket becomes a
+//! connection with a fresh session.
+//!
+//! Running out of descriptors must not end or spin the loop. When `accept`
+//! fails with EMFILE or ENFILE, the waiting connection stays in the listen
+//! backlog and the listener stays readable, so retrying at once would spin:
+//! the listener is deregistered and `Paused` until a connection closes and
+//! frees a descriptor, or until a short retry time passes.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{Connection, Reactor, ServerState};
+use crate::rooms::{ConnId, Transport};
+use crate::session::Session;
+
+/// How long to wait before trying `accept` again after running out of
+/// descriptors (closing a connection retries sooner).
+const ACCEPT_RETRY: Duration = Duration::from_millis(250);
+
+/// Connections the kernel queues for `accept`. std and mio fix this at
+/// 128, which overflows when many clients connect at once: 10,000 clients
+/// took 7–11 s to connect instead of half a second. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 4096;
+
+pub(crate) const TCP_LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WS_LISTENER: Token = Token(usize::MAX - 2);
+
+/// A listening socket and whether it is accepting.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    socket: TcpListener,
+    transport: Transport,
+    state: Accepting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    Open,
+    /// Out of descriptors since `since`: deregistered until `until`, or
+    /// until a connection closes and frees one.
+    Paused {
+        until: Instant,
+        since: Instant,
+    },
+    /// Listening again after a pause; open once an accept succeeds.
+    Retrying {
+        since: Instant,
+    },
+}
+
+impl Listener {
+    /// Binds the first address `address` resolves to that can be bound
+    /// (`localhost` may resolve to both 127.0.0.1 and ::1).
+    pub(crate) fn bind(address: &str, transport: Transport) -> io::Result<Listener> {
+        let mut last_error = None;
+        for candidate in address.to_socket_addrs()? {
+            match listen(candidate) {
+                Ok(socket) => return Ok(Listener { socket, transport, state: Accepting::Open }),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{address} resolves to no address"))
+        }))
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub(crate) fn token(&self) -> Token {
+        match self.transport {
+            Transport::Tcp => TCP_LISTENER,
+            Transport::WebSocket => WS_LISTENER,
+        }
+    }
+
+    pub(crate) fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        let token = self.token();
+        registry.register(&mut self.socket, token, Interest::READABLE)
+    }
+
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.socket);
+    }
+
+    /// When a paused listener should try again.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        match self.state {
+            Accepting::Paused { until, .. } => Some(until),
+            Accepting::Open | Accepting::Retrying { .. } => None,
+        }
+    }
+
+    /// A descriptor was freed: a paused listener may try again now.
+    pub(crate) fn descriptor_freed(&mut self, now: Instant) {
+        if let Accepting::Paused { until, .. } = &mut self.state {
+            *until = now;
+        }
+    }
+}
+
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    // Restarting the server must not wait for old connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+impl Reactor {
+    /// Accepts until `WouldBlock`, or until descriptors run out.
+    pub(super) fn accept(&mut self, token: Token) {
+        if self.state != ServerState::Serving {
+            return;
+        }
+        let Some(index) = self.listeners.iter().position(|listener| listener.token() == token) else {
+            return;
+        };
+        loop {
+            let listener = &mut self.listeners[index];
+            if let Accepting::Paused { .. } = listener.state {
+                return;
+            }
+            match listener.socket.accept() {
+                Ok((socket, _)) => {
+                    if let Accepting::Retrying { since } = listener.state {
+                        log::info!("accepting again after {:.1?} out of descriptors", self.now - since);
+                        listener.state = Accepting::Open;
+                    }
+                    let transport = listener.transport;
+                    self.admit(socket, transport);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(error) if is_resource_exhaustion(&error) => {
+                    let since = match listener.state {
+                        Accepting::Retrying { since } => since,
+                        _ => {
+                            log::warn!(
+                                "accept failed ({error}); pausing accepts until a descriptor frees up"
+                            );
+                            self.now
+                        }
+                    };
+                    listener.deregister(self.poll.registry());
+                    listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
+                    self.stats.accept_pauses += 1;
+                    return;
+                }
+                Err(error) => {
+                    log::warn!("accept failed: {error}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Listens again on paused listeners whose retry time has come.
+    pub(super) fn resume_accepting_when_due(&mut self) {
+        for index in 0..self.listeners.len() {
+            let listener = &mut self.listeners[index];
+            let Accepting::Paused { until, since } = listener.state else { continue };
+            if until > self.now || self.state != ServerState::Serving {
+                continue;
+            }
+            listener.state = Accepting::Retrying { since };
+            if let Err(error) = listener.register(self.poll.registry()) {
+                log::warn!("cannot listen again: {error}");
+                listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
+                continue;
+            }
+            let token = listener.token();
+            self.accept(token);
+        }
+    }
+
+    /// Takes a new connection into the slab, or turns it away if the
+    /// server is full.
+    fn admit(&mut self, mut socket: TcpStream, transport: Transport) {
+        self.stats.accepted += 1;
+        let full = self.connections.len() >= self.config.max_connections;
+        // Small writes are the whole point of a chat server: do not let
+        // Nagle's algorithm hold them back waiting for ACKs.
+        let _ = socket.set_nodelay(true);
+        let entry = self.connections.vacant_entry();
+        let id = ConnId(entry.key());
+        if let Err(error) = self.poll.registry().register(&mut socket, Token(id.0), Interest::READABLE) {
+            log::warn!("cannot register a new connection: {error}");
+            return;
+        }
+        let session = match transport {
+            Transport::Tcp => Session::tcp(self.now, &self.config),
+            Transport::WebSocket => Session::http(self.now, &self.config),
+        };
+        entry.insert(Connection::new(socket, transport, session));
+        match transport {
+            Transport::Tcp => self.stats.tcp_connections += 1,
+            Transport::WebSocket => self.stats.ws_connections += 1,
+        }
+        if full {
+            self.stats.refused_full += 1;
+            log::warn!("refusing a connection: server full ({} connections)", self.config.max_connections);
+            let connection = &mut self.connections[id.0];
+            connection.session.refuse_full(self.now, &mut self.effects);
+        }
+        self.apply_effects(id);
+    }
+}
+
+/// Errors that mean "no descriptors or memory for a new socket right now".
+fn is_resource_exhaustion(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}

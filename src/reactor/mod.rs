@@ -1,0 +1,257 @@
+//! The reactor: one thread, one `mio::Poll`, every socket. It only moves
+//! bytes and events; what a connection *means* is its [`Session`], which
+//! never sees a socket.
+//!
+//! A turn:
+//! 1. wait in `poll` until a socket is ready, a deadline passes, or the
+//!    waker fires (the timeout is the nearest deadline, so timers need no
+//!    thread);
+//! 2. read connections that used up their read budget last turn, then
+//!    handle every event: accept until `WouldBlock` (`listeners.rs`), read
+//!    until `WouldBlock` or the budget is spent and feed the session
+//!    (`transfer.rs`);
+//! 3. apply what the session asked for: claim a name, copy a batch of
+//!    messages into each member's output, queue a reply (`transfer.rs`); nothing
+//!    is written yet;
+//! 4. wake sessions whose deadline has come (`deadlines.rs`);
+//! 5. flush: each connection with new output gets one `write` for all of
+//!    it; only one whose socket did not take everything registers WRITABLE
+//!    interest, and only until it drains (`transfer.rs`);
+//! 6. remove the connections closed during the turn (closes are marked
+//!    deep in a turn and applied here, as Redis's `freeClientAsync` and
+//!    `beforeSleep` do), and publish the counters.
+//!
+//! Shutdown (`shutdown.rs`) is a state of the reactor, not of a session.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::output::{BufferPool, Output};
+use crate::rooms::{ConnId, Rooms, Transport};
+use crate::session::{Effects, Session};
+use crate::stats::{SharedStats, Stats};
+
+mod deadlines;
+pub(crate) mod listeners;
+mod shutdown;
+mod transfer;
+
+use deadlines::Deadlines;
+pub(crate) use listeners::Listener;
+use listeners::{TCP_LISTENER, WS_LISTENER};
+
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Size of the buffer every read goes into.
+const READ_CHUNK: usize = 64 * 1024;
+/// Events taken from one `poll`.
+const EVENTS_CAPACITY: usize = 1024;
+/// After this long without events, pooled output buffers are freed.
+const POOL_IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// One client connection as the reactor holds it: the socket, the bytes
+/// owed to it, and its session.
+#[derive(Debug)]
+struct Connection {
+    socket: TcpStream,
+    /// Everything waiting to be written, in order.
+    output: Output,
+    /// Which listener accepted it.
+    transport: Transport,
+    session: Session,
+    /// The instant of this connection's entry in `Deadlines`, if any.
+    armed: Option<Instant>,
+    /// Whether the `input_buffers` gauge counts this connection now.
+    counted_as_holding_input: bool,
+}
+
+impl Connection {
+    fn new(socket: TcpStream, transport: Transport, session: Session) -> Self {
+        Connection {
+            socket,
+            output: Output::Empty,
+            transport,
+            session,
+            armed: None,
+            counted_as_holding_input: false,
+        }
+    }
+}
+
+/// Whether the server is serving or winding down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    Serving,
+    /// No more accepting or reading; pending output is flushed until
+    /// `deadline`, then whatever is left is dropped.
+    ShuttingDown {
+        deadline: Instant,
+    },
+}
+
+/// The output side shared by every connection: the buffer pool, the
+/// connections to flush at the end of the turn, and the per-connection cap.
+#[derive(Debug)]
+struct Outputs {
+    pool: BufferPool,
+    /// Connections whose output went from empty to pending this turn.
+    to_flush: Vec<ConnId>,
+    max_pending: usize,
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    connections: Slab<Connection>,
+    rooms: Rooms,
+    outputs: Outputs,
+    /// Connections that used their read budget with input possibly left,
+    /// or whose readiness may have been consumed without a read.
+    to_read: Vec<ConnId>,
+    /// Connections closed this turn, removed at its end.
+    to_close: Vec<ConnId>,
+    deadlines: Deadlines,
+    /// Every read lands here first.
+    read_buffer: Box<[u8]>,
+    /// What the session being served asked for; applied and emptied after
+    /// every call into a session.
+    effects: Effects,
+    config: Config,
+    stats: Stats,
+    shared_stats: Arc<SharedStats>,
+    shutdown_requested: Arc<AtomicBool>,
+    state: ServerState,
+    /// The time of the current turn.
+    now: Instant,
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        poll: Poll,
+        mut listeners: Vec<Listener>,
+        config: Config,
+        shared_stats: Arc<SharedStats>,
+        shutdown_requested: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        for listener in &mut listeners {
+            listener.register(poll.registry())?;
+        }
+        Ok(Reactor {
+            poll,
+            listeners,
+            connections: Slab::new(),
+            rooms: Rooms::new(),
+            outputs: Outputs {
+                pool: BufferPool::default(),
+                to_flush: Vec::new(),
+                max_pending: config.max_pending,
+            },
+            to_read: Vec::new(),
+            to_close: Vec::new(),
+            deadlines: Deadlines::default(),
+            read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
+            effects: Effects::default(),
+            config,
+            stats: Stats::default(),
+            shared_stats,
+            shutdown_requested,
+            state: ServerState::Serving,
+            now: Instant::now(),
+        })
+    }
+
+    /// Runs until shutdown completes.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            self.now = Instant::now();
+            self.stats.loop_turns += 1;
+            if events.is_empty() && self.to_read.is_empty() {
+                // Idle: give back the memory of the last burst.
+                self.outputs.pool.release();
+            }
+
+            self.read_carried_over();
+            for event in &events {
+                match event.token() {
+                    WAKER => self.check_shutdown_request(),
+                    token @ (TCP_LISTENER | WS_LISTENER) => self.accept(token),
+                    Token(key) => {
+                        let id = ConnId(key);
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_from(id);
+                        }
+                        if event.is_writable() {
+                            self.writable(id);
+                        }
+                    }
+                }
+            }
+            self.expire_deadlines();
+            self.remove_closed();
+            self.resume_accepting_when_due();
+            self.flush_pending();
+            self.remove_closed();
+            self.publish_stats();
+
+            if let ServerState::ShuttingDown { deadline } = self.state
+                && (self.now >= deadline || self.everything_written())
+            {
+                self.finish_shutdown();
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.to_read.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let listeners = self.listeners.iter().filter_map(Listener::retry_at);
+        let shutdown = match self.state {
+            ServerState::ShuttingDown { deadline } => Some(deadline),
+            ServerState::Serving => None,
+        };
+        let pool_release = (self.outputs.pool.pooled() > 0).then(|| Instant::now() + POOL_IDLE_RELEASE);
+        let next =
+            self.deadlines.next().into_iter().chain(listeners).chain(shutdown).chain(pool_release).min()?;
+        // Round up, so the loop does not wake a hair early and spin.
+        Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+    }
+
+    /// Wakes the sessions whose deadline has come.
+    fn expire_deadlines(&mut self) {
+        while let Some(id) = self.deadlines.pop_due(self.now) {
+            let Some(connection) = self.connections.get_mut(id.0) else { continue };
+            connection.armed = None;
+            connection.session.timeout(self.now, &mut self.effects);
+            self.apply_effects(id);
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        self.refresh_gauges();
+        self.shared_stats.publish(&self.stats);
+    }
+
+    /// Fills in the gauges that are read off the reactor's state.
+    fn refresh_gauges(&mut self) {
+        self.stats.connections = self.connections.len() as u64;
+        self.stats.rooms = self.rooms.len() as u64;
+        self.stats.members = self.rooms.member_count() as u64;
+    }
+}
