@@ -32,11 +32,11 @@ const ID: ConnId = ConnId(7);
 
 impl Driver {
     fn tcp() -> Self {
-        Self::with(|now, config| Session::tcp(now, config))
+        Self::with(Session::tcp)
     }
 
     fn http() -> Self {
-        Self::with(|now, config| Session::http(now, config))
+        Self::with(Session::http)
     }
 
     fn with(start: impl FnOnce(Instant, &Config) -> Session) -> Self {
