@@ -8,6 +8,12 @@
 #   benches/compare.sh                   # everything, 3 rounds
 #   ROUNDS=5 benches/compare.sh fanout   # only scenarios whose name has "fanout"
 #
+# Before/after a change: build the old commit's binary, then
+#   BASELINE=/path/to/old/machat benches/compare.sh fanout-1x1000
+# runs the old binary and the new one alternately instead of machat and
+# Redis; the old runs are tagged "build": "baseline" and summarize.py puts
+# them side by side.
+#
 # Needs redis-server (Debian's package; installed here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +22,12 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 OUT=${OUT:-target/bench/results.jsonl}
 FILTER=${1:-}
+BASELINE=${BASELINE:-}
 MACHAT_TCP=127.0.0.1:18989
 MACHAT_WS=127.0.0.1:18099
 REDIS=127.0.0.1:16379
 
-if ! command -v redis-server >/dev/null; then
+if [ -z "$BASELINE" ] && ! command -v redis-server >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
@@ -48,7 +55,7 @@ wait_port() {
 }
 
 start_machat() {
-    RUST_LOG=warn target/release/machat --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" &
+    RUST_LOG=warn "${1:-target/release/machat}" --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" &
     SERVER_PID=$!
     wait_port "$MACHAT_TCP"
 }
@@ -65,42 +72,69 @@ run() {
     local system=$1 label=$2
     shift 2
     [[ -z "$FILTER" || "$label" == *"$FILTER"* ]] || return 0
+    local tag=
     case $system in
         machat) start_machat; args=(--addr "$MACHAT_TCP") ;;
         machat-ws) start_machat; args=(--transport ws --addr "$MACHAT_WS") ;;
+        baseline) start_machat "$BASELINE"; args=(--addr "$MACHAT_TCP"); tag=baseline ;;
+        baseline-ws) start_machat "$BASELINE"; args=(--transport ws --addr "$MACHAT_WS"); tag=baseline ;;
         redis) start_redis; args=(--proto redis --addr "$REDIS") ;;
     esac
     echo "== $label $system" >&2
-    if "$LOADGEN" "${args[@]}" --server-pid "$SERVER_PID" --label "$label" --quiet "$@" >>"$OUT"; then :; else
+    if "$LOADGEN" "${args[@]}" --server-pid "$SERVER_PID" --label "$label" --quiet "$@" >"$OUT.run"; then :; else
         echo "   (run failed with status $?)" >&2
     fi
+    if [ -n "$tag" ]; then
+        sed "s/^{/{\"build\":\"$tag\",/" "$OUT.run" >>"$OUT"
+    else
+        cat "$OUT.run" >>"$OUT"
+    fi
+    rm -f "$OUT.run"
     stop_server
 }
 
+# A TCP scenario: machat and Redis, or the baseline build and this one.
 both() {
+    if [ -n "$BASELINE" ]; then
+        run baseline "$@"
+        run machat "$@"
+    else
+        run machat "$@"
+        run redis "$@"
+    fi
+}
+
+# A WebSocket scenario (machat only): this build, after the baseline if any.
+ws() {
+    [ -z "$BASELINE" ] || run baseline-ws "$@"
+    run machat-ws "$@"
+}
+
+# A machat-only TCP scenario.
+solo() {
+    [ -z "$BASELINE" ] || run baseline "$@"
     run machat "$@"
-    run redis "$@"
 }
 
 for round in $(seq "$ROUNDS"); do
     echo "=== round $round of $ROUNDS" >&2
     both fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
     both fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
-    run machat-ws fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
-    run machat-ws fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
+    ws fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
+    ws fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
     # The same with more messages in flight per sender (more to coalesce).
     both fanout-1x1000-window64 --rooms 1 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
     both fanout-10x100-window64 --rooms 10 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
-    run machat-ws fanout-10x100-window64 --rooms 10 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
+    ws fanout-10x100-window64 --rooms 10 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
     both latency-paced-1x1000 --rooms 1 --receivers 1000 --senders 1 --rate 100 --duration "$DURATION"
     for size in 10 100 1000 10000; do
         both "room-size-$size" --rooms 1 --receivers "$size" --senders 10 --duration 5 --warmup 1
     done
     both idle-10000 --idle 10000 --hold 0
-    run machat-ws idle-10000 --idle 10000 --hold 0
+    ws idle-10000 --idle 10000 --hold 0
     for n in 1000 19000; do
-        run machat "idle-$n" --idle "$n" --hold 0
-        run machat-ws "idle-$n" --idle "$n" --hold 0
+        solo "idle-$n" --idle "$n" --hold 0
+        ws "idle-$n" --idle "$n" --hold 0
     done
 done
 echo "results: $OUT" >&2

@@ -13,7 +13,8 @@ from collections import defaultdict
 def system(run):
     if run["proto"] == "redis":
         return "Redis"
-    return "machat WS" if run["transport"] == "ws" else "machat TCP"
+    name = "machat WS" if run["transport"] == "ws" else "machat TCP"
+    return name + " (baseline)" if run.get("build") == "baseline" else name
 
 
 def median(runs, key):
@@ -33,7 +34,7 @@ def main(path):
             run = json.loads(line)
             groups[(run["label"], system(run))].append(run)
     labels = sorted({label for label, _ in groups}, key=lambda l: (l.split("-")[0], len(l), l))
-    systems = ["machat TCP", "machat WS", "Redis"]
+    systems = ["machat TCP (baseline)", "machat TCP", "machat WS (baseline)", "machat WS", "Redis"]
 
     print("### Fan-out and latency (medians)\n")
     print("| scenario | server | runs | deliveries/s | server CPU per delivery | generator CPU | "
@@ -58,7 +59,7 @@ def main(path):
           "p99 latency, machat TCP ÷ Redis | deliveries/s, machat WS ÷ machat TCP |")
     print("|---|---|---|---|---|")
     for label in labels:
-        tcp, ws, redis = (groups.get((label, name)) for name in systems)
+        tcp, ws, redis = (groups.get((label, name)) for name in ("machat TCP", "machat WS", "Redis"))
         if not tcp or label.startswith("idle"):
             continue
 
@@ -82,6 +83,24 @@ def main(path):
             if runs:
                 print(f"| {label} | {name} | {len(runs)} | {fmt(median(runs, 'server_bytes_per_conn'))} bytes "
                       f"| {fmt(median(runs, 'server_rss_before_kb'))} → {fmt(median(runs, 'server_rss_after_kb'))} KiB |")
+
+    if any(name.endswith("(baseline)") for _, name in groups):
+        print("\n### This build against the baseline (ratio of medians, this ÷ baseline)\n")
+        print("| scenario | transport | deliveries/s | server CPU per delivery | p99 latency | "
+              "server RSS per idle connection |")
+        print("|---|---|---|---|---|---|")
+        for label in labels:
+            for transport in ("machat TCP", "machat WS"):
+                now, before = groups.get((label, transport)), groups.get((label, transport + " (baseline)"))
+                if not now or not before:
+                    continue
+
+                def ratio(key):
+                    top, bottom = median(now, key), median(before, key)
+                    return "–" if not top or not bottom else f"{top / bottom:.3f}"
+
+                print(f"| {label} | {transport} | {ratio('deliveries_per_s')} | {ratio('server_ns_per_delivery')} "
+                      f"| {ratio('lat_p99_us')} | {ratio('server_bytes_per_conn')} |")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,9 @@ pub struct Left {
 
 /// What a session asks the reactor to do, filled in by one call. The
 /// reactor applies and empties it after every call, in this order: the
-/// join, the messages, the bytes to send, the page, the leave, the close.
-/// Its buffers are kept for reuse, so applying costs no allocation.
+/// join, the messages, the page (rendered onto the bytes to send), the
+/// bytes to send, the leave, the close. Its buffers are kept for reuse, so
+/// applying costs no allocation.
 #[derive(Debug, Default)]
 pub struct Effects {
     /// A name to claim; the reactor answers with [`Session::joined`].
