@@ -19,9 +19,16 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Longest chat line (TCP) or message (WebSocket), in bytes.
     pub max_line: usize,
-    /// Most output queued for one connection before it is cut as a slow
-    /// consumer, in bytes.
+    /// Most output queued for one connection, in bytes: the hard cap. A
+    /// quarter of it is the high-water mark above which the connection's
+    /// room stops being read (docs/PROTOCOL.md §5).
     pub max_pending: usize,
+    /// Most output queued for all connections together, in bytes; when it
+    /// is reached no sender is read until it drains.
+    pub max_queued_total: usize,
+    /// How long a member above the high-water mark may make no progress
+    /// before it is cut as a slow consumer.
+    pub slow_consumer_timeout: Duration,
     /// Most clients connected at once; more are told `error: server full`.
     pub max_connections: usize,
     /// Time from accept to a complete handshake.
@@ -35,6 +42,12 @@ pub struct Config {
     /// connection's output buffer (the original's `Wbsize`). Broadcasts are
     /// framed by machat itself and bypass it.
     pub ws_write_buffer: usize,
+    /// Idle time before TCP keepalive probes start on a connection, to
+    /// notice peers that vanished; zero turns keepalive off.
+    pub tcp_keepalive: Duration,
+    /// Silence after which a WebSocket member is pinged; one more interval
+    /// without any frame closes it. Zero turns pings off.
+    pub ws_ping_interval: Duration,
 }
 
 impl Default for Config {
@@ -46,11 +59,15 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_line: Config::DEFAULT_MAX_LINE,
             max_pending: Config::DEFAULT_MAX_PENDING,
+            max_queued_total: Config::DEFAULT_MAX_QUEUED_TOTAL,
+            slow_consumer_timeout: Config::DEFAULT_SLOW_CONSUMER_TIMEOUT,
             max_connections: Config::DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: Config::DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_grace: Config::DEFAULT_SHUTDOWN_GRACE,
             ws_read_buffer: Config::DEFAULT_WS_READ_BUFFER,
             ws_write_buffer: Config::DEFAULT_WS_WRITE_BUFFER,
+            tcp_keepalive: Config::DEFAULT_TCP_KEEPALIVE,
+            ws_ping_interval: Config::DEFAULT_WS_PING_INTERVAL,
         }
     }
 }
@@ -79,6 +96,15 @@ impl Config {
     pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
     /// Default of [`Config::max_pending`].
     pub const DEFAULT_MAX_PENDING: usize = 1024 * 1024;
+    /// Default of [`Config::max_queued_total`]: 256 MiB, a fixed figure a
+    /// small server can afford whatever the machine.
+    pub const DEFAULT_MAX_QUEUED_TOTAL: usize = 256 * 1024 * 1024;
+    /// Default of [`Config::slow_consumer_timeout`].
+    pub const DEFAULT_SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of [`Config::tcp_keepalive`].
+    pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+    /// Default of [`Config::ws_ping_interval`].
+    pub const DEFAULT_WS_PING_INTERVAL: Duration = Duration::from_secs(30);
     /// Default of [`Config::max_connections`].
     pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
     /// Default of [`Config::handshake_timeout`].
@@ -100,7 +126,19 @@ impl Config {
         if !self.ws_path.starts_with('/') {
             return refuse("--ws-path must start with '/'");
         }
+        self.flow_limits()?;
         Ok(())
+    }
+
+    /// The flow-control marks this configuration gives.
+    pub(crate) fn flow_limits(&self) -> Result<crate::flow::FlowLimits, ConfigError> {
+        crate::flow::FlowLimits::new(
+            self.max_pending,
+            self.max_line,
+            self.max_queued_total,
+            self.slow_consumer_timeout,
+        )
+        .map_err(ConfigError)
     }
 
     /// Both listeners on `127.0.0.1`, port 0 (an ephemeral port each):

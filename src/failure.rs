@@ -23,6 +23,11 @@ pub enum Failure {
     Http(HttpError),
     /// `--max-connections` are already connected.
     ServerFull,
+    /// The member stopped reading while its room waited, or its queue
+    /// passed `--max-pending`.
+    SlowConsumer,
+    /// A WebSocket peer answered no ping for a whole interval.
+    PingTimeout,
 }
 
 impl Failure {
@@ -32,7 +37,10 @@ impl Failure {
             Failure::Handshake(HandshakeError::TooLarge) => close_code::TOO_BIG,
             Failure::LineTooLong { .. } => close_code::TOO_BIG,
             Failure::WebSocket(error) => error.close_code(),
-            Failure::Handshake(_) | Failure::Http(_) | Failure::ServerFull => close_code::POLICY,
+            Failure::Handshake(_) | Failure::Http(_) | Failure::ServerFull | Failure::SlowConsumer => {
+                close_code::POLICY
+            }
+            Failure::PingTimeout => close_code::UNEXPECTED,
         }
     }
 
@@ -65,6 +73,8 @@ impl fmt::Display for Failure {
             Failure::WebSocket(error) => error.fmt(f),
             Failure::Http(error) => f.write_str(&error.message),
             Failure::ServerFull => f.write_str("server full"),
+            Failure::SlowConsumer => f.write_str("slow consumer"),
+            Failure::PingTimeout => f.write_str("ping timeout"),
         }
     }
 }

@@ -32,6 +32,8 @@ mod stats;
 #[allow(missing_docs)]
 mod failure;
 #[allow(missing_docs)]
+mod flow;
+#[allow(missing_docs)]
 mod handshake;
 #[allow(missing_docs)]
 mod http;
@@ -64,6 +66,9 @@ pub mod internal {
 
     pub mod failure {
         pub use crate::failure::*;
+    }
+    pub mod flow {
+        pub use crate::flow::*;
     }
     pub mod handshake {
         pub use crate::handshake::*;

@@ -58,6 +58,11 @@ impl LineFramer {
         self.partial.capacity()
     }
 
+    /// Bytes of an incomplete line held.
+    pub fn held(&self) -> usize {
+        self.partial.len()
+    }
+
     /// Feeds received bytes and calls `on_line` with each complete,
     /// non-empty line, without its `\r\n`. Lines may not be valid UTF-8;
     /// the caller decides what to do with that.

@@ -33,9 +33,15 @@ struct Cli {
     /// Longest chat line or WebSocket message, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_MAX_LINE)]
     max_line: usize,
-    /// Output queued for one client before it is cut off as a slow consumer, in bytes
+    /// Output queued for one client at most, in bytes (a quarter of it pauses the client's room)
     #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_MAX_PENDING)]
     max_pending: usize,
+    /// Output queued for all clients together at most, in bytes; at it, no sender is read
+    #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_MAX_QUEUED_TOTAL)]
+    max_queued_total: usize,
+    /// Seconds a member over its high-water mark may make no progress before it is cut
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_SLOW_CONSUMER_TIMEOUT.as_secs_f64())]
+    slow_consumer_timeout: f64,
     /// Most clients connected at once
     #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -51,6 +57,12 @@ struct Cli {
     /// WebSocket write buffer per connection, in bytes (the original's Wbsize)
     #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_WS_WRITE_BUFFER)]
     ws_write_buffer: usize,
+    /// Seconds of idle before TCP keepalive probes (0: off)
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_TCP_KEEPALIVE.as_secs_f64())]
+    tcp_keepalive: f64,
+    /// Seconds of WebSocket silence before a ping; no answer within as long again closes (0: off)
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_WS_PING_INTERVAL.as_secs_f64())]
+    ws_ping_interval: f64,
 }
 
 impl Cli {
@@ -66,11 +78,15 @@ impl Cli {
             allowed_origins: self.allowed_origin,
             max_line: self.max_line,
             max_pending: self.max_pending,
+            max_queued_total: self.max_queued_total,
+            slow_consumer_timeout: seconds("slow-consumer-timeout", self.slow_consumer_timeout)?,
             max_connections: self.max_connections,
             handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
             shutdown_grace: seconds("shutdown-grace", self.shutdown_grace)?,
             ws_read_buffer: self.ws_read_buffer,
             ws_write_buffer: self.ws_write_buffer,
+            tcp_keepalive: seconds("tcp-keepalive", self.tcp_keepalive)?,
+            ws_ping_interval: seconds("ws-ping-interval", self.ws_ping_interval)?,
         };
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)

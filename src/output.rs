@@ -15,6 +15,7 @@
 //!   idle connection costs no buffer and a busy one costs no allocation per
 //!   turn.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 
 use crate::websocket;
@@ -107,26 +108,35 @@ impl Batch {
 /// empties it when it goes idle, so the memory of a burst is not kept.
 #[derive(Debug, Default)]
 pub struct BufferPool {
-    free: Vec<Vec<u8>>,
+    /// Boxed because a connection's `Output` holds them boxed: reusing the
+    /// box too is what makes a pooled buffer cost no allocation.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<OutputBuffer>>,
     /// Capacity of the buffers in `free`.
     pooled_bytes: usize,
 }
 
 impl BufferPool {
-    fn take(&mut self, needed: usize) -> Vec<u8> {
+    fn take(&mut self, needed: usize) -> Box<OutputBuffer> {
         match self.free.pop() {
             Some(buffer) => {
-                self.pooled_bytes -= buffer.capacity();
+                self.pooled_bytes -= buffer.bytes.capacity();
                 buffer
             }
-            None => Vec::with_capacity(needed.max(MIN_CAPACITY)),
+            None => Box::new(OutputBuffer {
+                bytes: Vec::with_capacity(needed.max(MIN_CAPACITY)),
+                written: 0,
+                ends: VecDeque::new(),
+            }),
         }
     }
 
-    fn give(&mut self, mut buffer: Vec<u8>) {
-        let capacity = buffer.capacity();
+    fn give(&mut self, mut buffer: Box<OutputBuffer>) {
+        let capacity = buffer.bytes.capacity();
         if capacity <= MAX_POOLED_CAPACITY && self.pooled_bytes + capacity <= MAX_POOLED_BYTES {
-            buffer.clear();
+            buffer.bytes.clear();
+            buffer.written = 0;
+            buffer.ends.clear();
             self.pooled_bytes += capacity;
             self.free.push(buffer);
         }
@@ -144,20 +154,35 @@ impl BufferPool {
     }
 }
 
-/// Bytes queued for one connection and how many of them were written.
+/// Bytes queued for one connection, how many of them were written, and
+/// where the messages in them end.
 #[derive(Debug)]
 pub struct OutputBuffer {
     bytes: Vec<u8>,
     written: usize,
+    /// The end offset of each append not yet written past. Every append is
+    /// whole messages (lines, frames, a response), so each is a message
+    /// boundary: a queue cut at one never tears a line or a frame. At most
+    /// one entry per append; the front one is the first boundary at or
+    /// after `written`.
+    ends: VecDeque<usize>,
 }
 
 impl OutputBuffer {
     fn unwritten(&self) -> &[u8] {
         &self.bytes[self.written..]
     }
+
+    fn advance(&mut self, written: usize) {
+        self.written += written;
+        while self.ends.front().is_some_and(|&end| end < self.written) {
+            self.ends.pop_front();
+        }
+    }
 }
 
-/// The output state of one connection.
+/// The output state of one connection. The buffer is boxed, so an idle
+/// connection pays two words for its output, not a whole buffer header.
 #[derive(Debug, Default)]
 pub enum Output {
     /// Nothing queued, no buffer held.
@@ -165,13 +190,13 @@ pub enum Output {
     Empty,
     /// Bytes queued since the last flush; the connection is on the loop's
     /// flush list and will be written once at the end of the turn.
-    Pending(OutputBuffer),
+    Pending(Box<OutputBuffer>),
     /// The socket did not take everything; the connection waits for a
     /// WRITABLE event and is not on the flush list.
-    Blocked(OutputBuffer),
+    Blocked(Box<OutputBuffer>),
 }
 
-/// Appending would pass the connection's cap: it is a slow consumer.
+/// Appending would pass the connection's cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverCap;
 
@@ -225,29 +250,47 @@ impl Output {
         }
     }
 
-    /// Appends `data`, unless that would leave more than `cap` bytes queued.
+    /// Appends `data` (whole messages), unless that would leave more than
+    /// `cap` bytes queued.
     pub fn append(&mut self, data: &[u8], cap: usize, pool: &mut BufferPool) -> Result<Appended, OverCap> {
         if self.len() + data.len() > cap {
             return Err(OverCap);
         }
-        match self {
+        let (buffer, appended) = match self {
             Output::Empty => {
-                let mut bytes = pool.take(data.len());
-                bytes.extend_from_slice(data);
-                *self = Output::Pending(OutputBuffer { bytes, written: 0 });
-                Ok(Appended::Started)
+                *self = Output::Pending(pool.take(data.len()));
+                let (Output::Pending(buffer) | Output::Blocked(buffer)) = self else { unreachable!() };
+                (buffer, Appended::Started)
             }
             Output::Pending(buffer) | Output::Blocked(buffer) => {
                 // Reclaim the written prefix before growing, so a blocked
                 // buffer does not creep towards twice the cap.
                 if buffer.written > 0 && buffer.bytes.len() + data.len() > buffer.bytes.capacity() {
-                    buffer.bytes.drain(..buffer.written);
+                    let written = buffer.written;
+                    buffer.bytes.drain(..written);
                     buffer.written = 0;
+                    buffer.ends.iter_mut().for_each(|end| *end -= written);
                 }
-                buffer.bytes.extend_from_slice(data);
-                Ok(Appended::Behind)
+                (buffer, Appended::Behind)
             }
-        }
+        };
+        buffer.bytes.extend_from_slice(data);
+        buffer.ends.push_back(buffer.bytes.len());
+        Ok(appended)
+    }
+
+    /// Drops everything after the first message boundary at or after what
+    /// was written, so the peer gets no torn line or frame; returns the
+    /// bytes dropped. What follows (an error, a close frame) starts on a
+    /// boundary.
+    pub fn cut_at_message_boundary(&mut self) -> usize {
+        let (Output::Pending(buffer) | Output::Blocked(buffer)) = self else { return 0 };
+        let boundary = buffer.ends.front().copied().unwrap_or(buffer.bytes.len());
+        let dropped = buffer.bytes.len() - boundary;
+        buffer.bytes.truncate(boundary);
+        buffer.ends.clear();
+        buffer.ends.push_back(boundary);
+        dropped
     }
 
     /// Writes as much as the socket takes. `tally` counts what was written,
@@ -266,7 +309,7 @@ impl Output {
             match sink.write(buffer.unwritten()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    buffer.written += n;
+                    buffer.advance(n);
                     tally.bytes += n;
                     tally.writes += 1;
                 }
@@ -282,7 +325,7 @@ impl Output {
             }
         }
         if let Output::Pending(buffer) | Output::Blocked(buffer) = std::mem::take(self) {
-            pool.give(buffer.bytes);
+            pool.give(buffer);
         }
         Ok(Flushed::Drained)
     }
@@ -291,7 +334,7 @@ impl Output {
     pub fn discard(&mut self, pool: &mut BufferPool) -> usize {
         let dropped = self.len();
         if let Output::Pending(buffer) | Output::Blocked(buffer) = std::mem::take(self) {
-            pool.give(buffer.bytes);
+            pool.give(buffer);
         }
         dropped
     }
@@ -346,6 +389,45 @@ mod tests {
         assert!(output.is_empty());
         assert_eq!(output.capacity(), 0, "a drained connection holds no buffer");
         assert_eq!(pool.pooled(), 1, "the buffer went back to the pool");
+    }
+
+    #[test]
+    fn a_cut_keeps_the_message_being_written_whole() {
+        let mut pool = BufferPool::default();
+        let mut output = Output::default();
+        output.append(b"one\ntwo\n", 100, &mut pool).unwrap();
+        output.append(b"three\n", 100, &mut pool).unwrap();
+        output.append(b"four\n", 100, &mut pool).unwrap();
+        // Half of "three\n" went out: it is finished, the rest is dropped.
+        let mut socket = Socket { taken: Vec::new(), room: 10 };
+        output.flush(&mut socket, &mut pool, &mut Tally::default()).unwrap();
+        assert_eq!(output.cut_at_message_boundary(), 5);
+        output.append(b"error: slow consumer\n", 100, &mut pool).unwrap();
+        socket.room = 100;
+        output.flush(&mut socket, &mut pool, &mut Tally::default()).unwrap();
+        assert_eq!(socket.taken, b"one\ntwo\nthree\nerror: slow consumer\n");
+
+        // Cut exactly at a boundary: nothing of the next append is kept.
+        let mut output = Output::default();
+        output.append(b"a\n", 100, &mut pool).unwrap();
+        output.append(b"b\n", 100, &mut pool).unwrap();
+        let mut socket = Socket { taken: Vec::new(), room: 2 };
+        output.flush(&mut socket, &mut pool, &mut Tally::default()).unwrap();
+        assert_eq!(output.cut_at_message_boundary(), 2);
+        assert_eq!(output.len(), 0);
+    }
+
+    #[test]
+    fn boundaries_survive_reclaiming_the_written_prefix() {
+        let mut pool = BufferPool::default();
+        let mut output = Output::default();
+        output.append(&[b'x'; 60], 1000, &mut pool).unwrap();
+        let mut socket = Socket { taken: Vec::new(), room: 30 };
+        output.flush(&mut socket, &mut pool, &mut Tally::default()).unwrap();
+        // Growing past the capacity reclaims the 30 written bytes first.
+        output.append(&[b'y'; 200], 1000, &mut pool).unwrap();
+        assert_eq!(output.cut_at_message_boundary(), 200);
+        assert_eq!(output.len(), 30);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub enum Transport {
 }
 
 /// Identifies a room while it exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RoomId(usize);
 
 /// One member as the broadcast sees it.

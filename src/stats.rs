@@ -4,10 +4,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::flow::CutReason;
 use crate::handshake::HandshakeReason;
 
 /// Handshake failure kinds counted in [`Stats::handshake_errors`].
 const HANDSHAKE_REASONS: usize = HandshakeReason::ALL.len();
+/// Reasons a slow consumer is cut, counted in [`Stats::cuts`].
+const CUT_REASONS: usize = CutReason::ALL.len();
 
 /// HTTP statuses counted in [`Stats::http_responses`], which has one more
 /// slot at the end for any other status.
@@ -25,6 +28,8 @@ macro_rules! counters {
             pub handshake_errors: [u64; HANDSHAKE_REASONS],
             /// HTTP responses by status, in [`HTTP_STATUSES`] order.
             pub http_responses: [u64; HTTP_SLOTS],
+            /// Slow consumers cut, by reason, in [`Stats::CUT_LABELS`] order.
+            pub cuts: [u64; CUT_REASONS],
         }
 
         /// The published copy, readable from any thread.
@@ -33,6 +38,7 @@ macro_rules! counters {
             $($name: AtomicU64,)*
             handshake_errors: [AtomicU64; HANDSHAKE_REASONS],
             http_responses: [AtomicU64; HTTP_SLOTS],
+            cuts: [AtomicU64; CUT_REASONS],
         }
 
         impl SharedStats {
@@ -44,6 +50,9 @@ macro_rules! counters {
                 for (shared, &value) in self.http_responses.iter().zip(&stats.http_responses) {
                     shared.store(value, Ordering::Relaxed);
                 }
+                for (shared, &value) in self.cuts.iter().zip(&stats.cuts) {
+                    shared.store(value, Ordering::Relaxed);
+                }
             }
 
             pub(crate) fn snapshot(&self) -> Stats {
@@ -51,6 +60,7 @@ macro_rules! counters {
                     $($name: self.$name.load(Ordering::Relaxed),)*
                     handshake_errors: self.handshake_errors.each_ref().map(|v| v.load(Ordering::Relaxed)),
                     http_responses: self.http_responses.each_ref().map(|v| v.load(Ordering::Relaxed)),
+                    cuts: self.cuts.each_ref().map(|v| v.load(Ordering::Relaxed)),
                 }
             }
         }
@@ -93,8 +103,30 @@ counters! {
     bytes_out,
     /// Total: `write` calls that sent bytes to clients.
     writes,
-    /// Total: members cut off because their output passed the cap.
+    /// Total: members cut off as slow consumers, whatever the reason (see
+    /// [`Stats::cuts`]).
     slow_consumers,
+    /// Gauge: connections whose output is above the high-water mark.
+    congested,
+    /// Gauge: rooms not read because a member is congested.
+    paused_rooms,
+    /// Gauge: 1 while the global budget of queued output is spent.
+    saturated,
+    /// Gauge: connections waiting to be read until a pause ends.
+    paused_senders,
+    /// Total: times a sender was left unread because of a pause.
+    sender_pauses,
+    /// Total: milliseconds rooms (or the whole server) spent paused.
+    paused_ms,
+    /// Total: WebSocket members closed for not answering a ping.
+    ping_timeouts,
+    /// Total: connections closed because TCP keepalive found the peer gone.
+    keepalive_closes,
+    /// Gauge: entries in the deadline set (at most one per connection).
+    timers,
+    /// Gauge: the largest single connection's queued output (refreshed
+    /// at most four times a second).
+    largest_queue,
     /// Total: times accepting paused because descriptors ran out.
     accept_pauses,
     /// Total: loop turns (wake-ups from poll).
@@ -116,6 +148,29 @@ impl Stats {
 
     pub(crate) fn count_handshake_error(&mut self, reason: HandshakeReason) {
         self.handshake_errors[reason as usize] += 1;
+    }
+
+    /// The `reason` labels of `machat_slow_consumer_cuts_total`, in the
+    /// order of [`Stats::cuts`].
+    pub const CUT_LABELS: [&str; CUT_REASONS] = {
+        let mut labels = [""; CUT_REASONS];
+        let mut slot = 0;
+        while slot < CUT_REASONS {
+            labels[slot] = CutReason::ALL[slot].label();
+            slot += 1;
+        }
+        labels
+    };
+
+    pub(crate) fn count_cut(&mut self, reason: CutReason) {
+        self.slow_consumers += 1;
+        self.cuts[reason as usize] += 1;
+    }
+
+    /// Slow consumers cut for the reason labelled `label` (see
+    /// [`Stats::CUT_LABELS`]).
+    pub fn cuts_for(&self, label: &str) -> u64 {
+        Self::CUT_LABELS.iter().position(|&known| known == label).map_or(0, |slot| self.cuts[slot])
     }
 
     pub(crate) fn count_http_response(&mut self, status: u16) {
@@ -201,9 +256,58 @@ impl Stats {
         metric(
             "slow_consumer_disconnects_total",
             "counter",
-            "Members cut off because their queued output passed --max-pending.",
+            "Members cut off as slow consumers (any reason).",
             &[("", self.slow_consumers)],
         );
+        metric(
+            "congested_connections",
+            "gauge",
+            "Connections whose queued output is above the high-water mark.",
+            &[("", self.congested)],
+        );
+        metric(
+            "paused_rooms",
+            "gauge",
+            "Rooms not read because a member is congested.",
+            &[("", self.paused_rooms)],
+        );
+        metric(
+            "queued_output_budget_spent",
+            "gauge",
+            "1 while queued output for all clients is at --max-queued-total.",
+            &[("", self.saturated)],
+        );
+        metric(
+            "paused_senders",
+            "gauge",
+            "Connections left unread until a pause ends.",
+            &[("", self.paused_senders)],
+        );
+        metric(
+            "sender_pauses_total",
+            "counter",
+            "Times a sender was left unread because of a pause.",
+            &[("", self.sender_pauses)],
+        );
+        metric(
+            "queued_output_bytes_max",
+            "gauge",
+            "The largest queued output of a single connection.",
+            &[("", self.largest_queue)],
+        );
+        metric(
+            "ping_timeouts_total",
+            "counter",
+            "WebSocket members closed for not answering a ping.",
+            &[("", self.ping_timeouts)],
+        );
+        metric(
+            "keepalive_closes_total",
+            "counter",
+            "Connections closed because TCP keepalive found the peer gone.",
+            &[("", self.keepalive_closes)],
+        );
+        metric("timers", "gauge", "Deadline entries (at most one per connection).", &[("", self.timers)]);
         metric(
             "accept_pauses_total",
             "counter",
@@ -217,6 +321,25 @@ impl Stats {
             .map(|(label, value)| (format!("{{reason=\"{label}\"}}"), value))
             .collect();
         family(&mut out, "handshake_errors_total", "counter", "Failed handshakes by reason.", &reasons);
+        let cut_reasons: Vec<(String, u64)> = Self::CUT_LABELS
+            .iter()
+            .zip(self.cuts)
+            .map(|(label, value)| (format!("{{reason=\"{label}\"}}"), value))
+            .collect();
+        family(
+            &mut out,
+            "slow_consumer_cuts_total",
+            "counter",
+            "Slow consumers cut, by reason.",
+            &cut_reasons,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP machat_pause_seconds_total Time rooms (or the whole server) spent paused by back-pressure.\n\
+             # TYPE machat_pause_seconds_total counter\nmachat_pause_seconds_total {}.{:03}",
+            self.paused_ms / 1000,
+            self.paused_ms % 1000
+        );
         let statuses: Vec<(String, u64)> = HTTP_STATUSES
             .iter()
             .map(|status| status.to_string())

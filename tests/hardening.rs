@@ -48,7 +48,11 @@ fn a_stalled_member_is_cut_off_and_the_others_get_everything() {
     /// Messages the sender may be ahead of the slower of its two readers.
     const WINDOW: usize = 2_000;
     const CHUNK: usize = 500;
-    let config = Config { max_pending: MAX_PENDING, ..Config::ephemeral() };
+    let config = Config {
+        max_pending: MAX_PENDING,
+        slow_consumer_timeout: Duration::from_secs(1),
+        ..Config::ephemeral()
+    };
     let server = TestServer::with_config(config);
 
     let mut reader = joined_tcp(server.tcp, "reader", "flood");

@@ -260,7 +260,9 @@ fn parse_metrics(text: &str) -> HashMap<String, u64> {
         .filter(|line| !line.starts_with('#'))
         .map(|line| {
             let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
-            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")))
+            // Durations are fractional seconds; everything else counts.
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            (series.to_owned(), value as u64)
         })
         .collect()
 }

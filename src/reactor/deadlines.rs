@@ -60,7 +60,6 @@ impl Deadlines {
     }
 
     /// Entries stored (at most one per open connection).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

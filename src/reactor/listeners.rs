@@ -198,6 +198,9 @@ impl Reactor {
         // Small writes are the whole point of a chat server: do not let
         // Nagle's algorithm hold them back waiting for ACKs.
         let _ = socket.set_nodelay(true);
+        if !self.config.tcp_keepalive.is_zero() {
+            set_keepalive(&socket, self.config.tcp_keepalive);
+        }
         let entry = self.connections.vacant_entry();
         let id = ConnId(entry.key());
         if let Err(error) = self.poll.registry().register(&mut socket, Token(id.0), Interest::READABLE) {
@@ -220,6 +223,18 @@ impl Reactor {
             connection.session.refuse_full(self.now, &mut self.effects);
         }
         self.apply_effects(id);
+    }
+}
+
+/// Turns on TCP keepalive: after `idle` without traffic the kernel probes
+/// the peer every quarter of that (at least a second), and after four
+/// unanswered probes reads fail with ETIMEDOUT. A peer whose machine
+/// vanished is noticed within about twice `idle`.
+fn set_keepalive(socket: &TcpStream, idle: Duration) {
+    let interval = (idle / 4).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(4);
+    if let Err(error) = socket2::SockRef::from(socket).set_tcp_keepalive(&keepalive) {
+        log::debug!("cannot turn TCP keepalive on: {error}");
     }
 }
 

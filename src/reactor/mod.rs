@@ -23,6 +23,7 @@
 //!
 //! Shutdown (`shutdown.rs`) is a state of the reactor, not of a session.
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -33,6 +34,7 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::flow::Flow;
 use crate::output::{BufferPool, Output};
 use crate::rooms::{ConnId, Rooms, Transport};
 use crate::session::{Effects, Session};
@@ -55,6 +57,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const EVENTS_CAPACITY: usize = 1024;
 /// After this long without events, pooled output buffers are freed.
 const POOL_IDLE_RELEASE: Duration = Duration::from_secs(1);
+/// How often gauges that walk every connection are refreshed.
+const SLOW_GAUGES_EVERY: Duration = Duration::from_millis(250);
 
 /// One client connection as the reactor holds it: the socket, the bytes
 /// owed to it, and its session.
@@ -97,13 +101,18 @@ enum ServerState {
 }
 
 /// The output side shared by every connection: the buffer pool, the
-/// connections to flush at the end of the turn, and the per-connection cap.
+/// connections to flush at the end of the turn, the per-connection cap,
+/// and flow control, which watches every queue grow and shrink.
 #[derive(Debug)]
 struct Outputs {
     pool: BufferPool,
     /// Connections whose output went from empty to pending this turn.
     to_flush: Vec<ConnId>,
     max_pending: usize,
+    flow: Flow,
+    /// Connections whose output just passed the high-water mark: their
+    /// stall deadline must be armed.
+    newly_congested: Vec<ConnId>,
 }
 
 pub(crate) struct Reactor {
@@ -117,6 +126,11 @@ pub(crate) struct Reactor {
     to_read: Vec<ConnId>,
     /// Connections closed this turn, removed at its end.
     to_close: Vec<ConnId>,
+    /// Senders left unread while their room (or the server) is paused;
+    /// read again when a pause ends. At most one entry per connection.
+    deferred: HashSet<ConnId>,
+    /// When the slower gauges were last refreshed.
+    gauges_refreshed: Instant,
     deadlines: Deadlines,
     /// Every read lands here first.
     read_buffer: Box<[u8]>,
@@ -143,6 +157,8 @@ impl Reactor {
         for listener in &mut listeners {
             listener.register(poll.registry())?;
         }
+        let flow_limits =
+            config.flow_limits().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         Ok(Reactor {
             poll,
             listeners,
@@ -152,9 +168,13 @@ impl Reactor {
                 pool: BufferPool::default(),
                 to_flush: Vec::new(),
                 max_pending: config.max_pending,
+                flow: Flow::new(flow_limits),
+                newly_congested: Vec::new(),
             },
             to_read: Vec::new(),
             to_close: Vec::new(),
+            deferred: HashSet::new(),
+            gauges_refreshed: Instant::now(),
             deadlines: Deadlines::default(),
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
             effects: Effects::default(),
@@ -206,6 +226,7 @@ impl Reactor {
             self.resume_accepting_when_due();
             self.flush_pending();
             self.remove_closed();
+            self.resume_deferred();
             self.publish_stats();
 
             if let ServerState::ShuttingDown { deadline } = self.state
@@ -233,12 +254,17 @@ impl Reactor {
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
-    /// Wakes the sessions whose deadline has come.
+    /// Wakes the connections whose deadline has come: a congested output
+    /// that made no progress is cut; otherwise the session is told the time.
     fn expire_deadlines(&mut self) {
         while let Some(id) = self.deadlines.pop_due(self.now) {
             let Some(connection) = self.connections.get_mut(id.0) else { continue };
             connection.armed = None;
-            connection.session.timeout(self.now, &mut self.effects);
+            if let Some(reason) = self.outputs.flow.stalled(id, self.now) {
+                self.cut(id, reason);
+                continue;
+            }
+            connection.session.timeout(self.now, &self.config, &mut self.effects);
             self.apply_effects(id);
         }
     }
@@ -253,5 +279,20 @@ impl Reactor {
         self.stats.connections = self.connections.len() as u64;
         self.stats.rooms = self.rooms.len() as u64;
         self.stats.members = self.rooms.member_count() as u64;
+        let flow = &self.outputs.flow;
+        self.stats.congested = flow.congested() as u64;
+        self.stats.paused_rooms = flow.paused_rooms() as u64;
+        self.stats.saturated = u64::from(flow.is_saturated());
+        self.stats.paused_senders = self.deferred.len() as u64;
+        self.stats.paused_ms = flow.paused_time(self.now).as_millis() as u64;
+        self.stats.timers = self.deadlines.len() as u64;
+        // The largest queue takes a walk over every connection: a few
+        // times a second is plenty for a gauge.
+        if self.now.saturating_duration_since(self.gauges_refreshed) >= SLOW_GAUGES_EVERY {
+            self.gauges_refreshed = self.now;
+            self.stats.largest_queue =
+                self.connections.iter().map(|(_, connection)| connection.output.len()).max().unwrap_or(0)
+                    as u64;
+        }
     }
 }

@@ -17,11 +17,15 @@ use std::net::Shutdown;
 
 use mio::{Interest, Registry, Token};
 
+use std::time::Instant;
+
 use super::{Connection, Outputs, Reactor, ServerState};
+use crate::failure::Failure;
+use crate::flow::{Allowance, CutReason, Pause, Sender};
 use crate::output::{Appended, Flushed, OverCap, Tally};
 use crate::pages;
 use crate::rooms::{ConnId, RoomId, Transport};
-use crate::session::Reading;
+use crate::session::{Effects, Left, Reading};
 use crate::stats::Stats;
 
 /// Bytes one connection may read per turn before others get their turn.
@@ -29,10 +33,10 @@ const READ_BUDGET: usize = 64 * 1024;
 
 /// Why a connection could not take more output.
 #[derive(Debug)]
-enum Cut {
+enum Refused {
     /// Its queue would pass `--max-pending` even after writing what the
     /// socket takes.
-    SlowConsumer,
+    OverCap,
     /// Writing to it failed.
     Broken(io::Error),
 }
@@ -61,15 +65,21 @@ impl Reactor {
     pub(super) fn read_from(&mut self, id: ConnId) {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(connection) = self.connections.get_mut(id.0) else { return };
-            let reading = connection.session.reading();
-            let discard = match (reading, self.state) {
-                (Reading::Discarded, _) => true,
-                (Reading::Wanted, ServerState::Serving) => false,
+            let Some(connection) = self.connections.get(id.0) else { return };
+            let (discard, limit) = match (connection.session.reading(), self.state) {
+                (Reading::Discarded, _) => (true, self.read_buffer.len()),
+                (Reading::Wanted, ServerState::Serving) => match self.allowance(id) {
+                    Allowance::Read(bytes) => (false, bytes.min(self.read_buffer.len())),
+                    Allowance::Paused(pause) => {
+                        self.defer(id, pause);
+                        return;
+                    }
+                },
                 // Shutting down: input is no longer read, except to drain.
                 _ => return,
             };
-            match connection.socket.read(&mut self.read_buffer) {
+            let connection = &mut self.connections[id.0];
+            match connection.socket.read(&mut self.read_buffer[..limit]) {
                 Ok(0) => {
                     connection.session.peer_closed(self.now, &mut self.effects);
                     self.apply_effects(id);
@@ -89,10 +99,47 @@ impl Reactor {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
+                    if error.raw_os_error() == Some(libc::ETIMEDOUT) {
+                        // Keepalive probes went unanswered: the peer is gone.
+                        self.stats.keepalive_closes += 1;
+                    }
                     self.close(id, &error.to_string());
                     return;
                 }
             }
+        }
+    }
+
+    /// How much the connection may read now (flow control).
+    fn allowance(&self, id: ConnId) -> Allowance {
+        let sender = match self.connections[id.0].session.sender_profile() {
+            None => Sender::Newcomer,
+            Some(profile) => Sender::Member {
+                room: profile.room,
+                members: self.rooms.get(profile.room).map_or(1, |room| room.len()),
+                name_bytes: profile.name_bytes,
+                held: profile.held,
+            },
+        };
+        self.outputs.flow.allowance(sender, self.stats.queued_bytes as usize)
+    }
+
+    /// Leaves a sender unread until its pause ends; its input waits in the
+    /// kernel, and TCP flow control slows it down.
+    fn defer(&mut self, id: ConnId, pause: Pause) {
+        if pause == Pause::Global && !self.outputs.flow.is_saturated() {
+            self.outputs.flow.wait_for_drain(self.stats.queued_bytes as usize);
+        }
+        if self.deferred.insert(id) {
+            self.stats.sender_pauses += 1;
+        }
+    }
+
+    /// After a pause ended: the senders left unread are read again (next
+    /// turn, first), and those still paused are deferred again.
+    pub(super) fn resume_deferred(&mut self) {
+        if self.outputs.flow.take_resumed() {
+            self.to_read.extend(self.deferred.drain());
         }
     }
 
@@ -143,16 +190,25 @@ impl Reactor {
         }
         if !self.effects.send.is_empty() {
             let connection = &mut self.connections[id.0];
+            let room = connection.session.room();
             let appended = self.outputs.append(
                 id,
+                room,
                 connection,
                 &self.effects.send,
                 &mut self.stats,
                 self.poll.registry(),
+                self.now,
             );
             self.effects.send.clear();
-            if let Err(cut) = appended {
-                self.close_cut(id, cut);
+            match appended {
+                Ok(_) => {}
+                // Its own replies do not fit: nothing clean can be said.
+                Err(Refused::OverCap) => {
+                    self.stats.count_cut(CutReason::HardCap);
+                    self.close(id, "its own replies passed --max-pending");
+                }
+                Err(Refused::Broken(error)) => self.close(id, &error.to_string()),
             }
         }
         if let Some(failure) = self.effects.failure.take() {
@@ -170,8 +226,7 @@ impl Reactor {
             }
         }
         if let Some(left) = self.effects.left.take() {
-            self.rooms.leave(left.room, &left.name);
-            log::debug!("connection {id}: {} left", left.name);
+            self.leave_room(id, left);
         }
         if let Some(why) = self.effects.closed.take() {
             self.close(id, why);
@@ -184,9 +239,28 @@ impl Reactor {
         if std::mem::take(&mut self.effects.shutdown_write) {
             self.shutdown_write(id);
         }
-        let connection = &mut self.connections[id.0];
-        self.deadlines.arm(id, &mut connection.armed, connection.session.deadline());
+        self.arm(id);
         debug_assert!(self.effects.is_empty(), "effects left unapplied: {:?}", self.effects);
+    }
+
+    /// Makes sure the connection is woken at its session's deadline, or
+    /// when its congested output must have made progress.
+    pub(super) fn arm(&mut self, id: ConnId) {
+        let connection = &mut self.connections[id.0];
+        let stall = self.outputs.flow.stall_deadline(id);
+        let wanted = match (connection.session.deadline(), stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.deadlines.arm(id, &mut connection.armed, wanted);
+    }
+
+    /// A member left its room: the name is free, and its output no longer
+    /// holds the room back.
+    fn leave_room(&mut self, id: ConnId, left: Left) {
+        self.rooms.leave(left.room, &left.name);
+        self.outputs.flow.left_room(id, self.now);
+        log::debug!("connection {id}: {} left", left.name);
     }
 
     /// Hands the batch to every member of `room`: one copy of the line
@@ -203,7 +277,7 @@ impl Reactor {
         if members.has_websocket_members() {
             batch.encode_frames();
         }
-        let mut cuts = Vec::new();
+        let mut refused = Vec::new();
         let registry = self.poll.registry();
         for member in members.members() {
             let connection = &mut self.connections[member.conn.0];
@@ -211,32 +285,58 @@ impl Reactor {
                 Transport::Tcp => batch.lines(),
                 Transport::WebSocket => batch.frames(),
             };
-            if let Err(cut) = self.outputs.append(member.conn, connection, bytes, &mut self.stats, registry) {
-                cuts.push((member.conn, cut));
+            let appended = self.outputs.append(
+                member.conn,
+                Some(room),
+                connection,
+                bytes,
+                &mut self.stats,
+                registry,
+                self.now,
+            );
+            if let Err(refusal) = appended {
+                refused.push((member.conn, refusal));
             }
         }
         let messages = batch.len() as u64;
         self.stats.messages_in += messages;
-        self.stats.deliveries += messages * (members.len() - cuts.len()) as u64;
+        self.stats.deliveries += messages * (members.len() - refused.len()) as u64;
         batch.clear();
-        for (id, cut) in cuts {
-            self.close_cut(id, cut);
+        // Outputs that became congested are woken if they stall.
+        while let Some(id) = self.outputs.newly_congested.pop() {
+            self.arm(id);
         }
+        if refused.is_empty() {
+            return;
+        }
+        // Cutting a member applies its own effects; the sender's are not
+        // finished yet, so they wait aside.
+        let sender_effects = std::mem::take(&mut self.effects);
+        for (id, refusal) in refused {
+            match refusal {
+                Refused::OverCap => self.cut(id, CutReason::HardCap),
+                Refused::Broken(error) => self.close(id, &error.to_string()),
+            }
+        }
+        self.effects = sender_effects;
     }
 
-    /// Closes a connection that could not take its output.
-    fn close_cut(&mut self, id: ConnId, cut: Cut) {
-        match cut {
-            Cut::SlowConsumer => {
-                self.stats.slow_consumers += 1;
-                log::warn!(
-                    "connection {id}: slow consumer, more than {} bytes of output queued; disconnecting",
-                    self.config.max_pending
-                );
-                self.close(id, "slow consumer");
-            }
-            Cut::Broken(error) => self.close(id, &error.to_string()),
-        }
+    /// Cuts a slow consumer cleanly: its queue is cut at a message
+    /// boundary and followed by `error: slow consumer` (WebSocket: that
+    /// text and Close 1008); the connection closes once that is written,
+    /// or after the linger if it never is. It leaves its room at once.
+    pub(super) fn cut(&mut self, id: ConnId, reason: CutReason) {
+        self.stats.count_cut(reason);
+        let connection = &mut self.connections[id.0];
+        log::warn!(
+            "connection {id}: slow consumer ({}), {} bytes queued; disconnecting",
+            reason.label(),
+            connection.output.len()
+        );
+        let dropped = connection.output.cut_at_message_boundary();
+        self.stats.queued_bytes -= dropped as u64;
+        connection.session.disconnect(Failure::SlowConsumer, self.now, &mut self.effects);
+        self.apply_effects(id);
     }
 
     // ----- writing ---------------------------------------------------------
@@ -266,7 +366,9 @@ impl Reactor {
     /// empty moves on.
     fn flush(&mut self, id: ConnId) {
         let connection = &mut self.connections[id.0];
-        if let Err(error) = self.outputs.write(id, connection, &mut self.stats, self.poll.registry()) {
+        if let Err(error) =
+            self.outputs.write(id, connection, &mut self.stats, self.poll.registry(), self.now)
+        {
             self.close(id, &error.to_string());
             return;
         }
@@ -295,19 +397,22 @@ impl Reactor {
     /// a closed session reads nothing and is in no room.
     pub(super) fn close(&mut self, id: ConnId, why: &str) {
         let connection = &mut self.connections[id.0];
-        connection.session.close(&mut self.effects, "closed");
-        self.effects.closed = None;
+        // Whatever the session was doing, it is over; only its leaving the
+        // room is applied.
+        let mut closing = Effects::default();
+        connection.session.close(&mut closing, "closed");
         connection.count_held_input(&mut self.stats);
-        if let Some(left) = self.effects.left.take() {
-            self.rooms.leave(left.room, &left.name);
-            log::debug!("connection {id}: {} left", left.name);
-        }
         let had_output = !connection.output.is_empty();
         let dropped = connection.output.discard(&mut self.outputs.pool);
         self.stats.queued_bytes -= dropped as u64;
         if had_output {
             self.stats.output_buffers -= 1;
         }
+        if let Some(left) = closing.left.take() {
+            self.leave_room(id, left);
+        }
+        self.outputs.flow.forget(id, self.now);
+        self.deferred.remove(&id);
         log::debug!("connection {id}: closed ({why})");
         self.to_close.push(id);
     }
@@ -332,20 +437,23 @@ impl Reactor {
 
 impl Outputs {
     /// Queues `bytes` for a connection, to be written at the end of the
-    /// turn. If that would pass the cap, the socket gets a chance to take
-    /// what it can first: the cap is for clients that do not read, not for
-    /// a busy turn.
+    /// turn, and tells flow control how full its queue is. If the bytes
+    /// would pass the cap, the socket gets a chance to take what it can
+    /// first: the cap is for clients that do not read, not for a busy turn.
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
         id: ConnId,
+        room: Option<RoomId>,
         connection: &mut Connection,
         bytes: &[u8],
         stats: &mut Stats,
         registry: &Registry,
-    ) -> Result<(), Cut> {
+        now: Instant,
+    ) -> Result<(), Refused> {
         let appended = match connection.output.append(bytes, self.max_pending, &mut self.pool) {
             Err(OverCap) => {
-                self.write(id, connection, stats, registry).map_err(Cut::Broken)?;
+                self.write(id, connection, stats, registry, now).map_err(Refused::Broken)?;
                 connection.output.append(bytes, self.max_pending, &mut self.pool)
             }
             appended => appended,
@@ -356,31 +464,42 @@ impl Outputs {
                 stats.output_buffers += 1;
             }
             Ok(Appended::Behind) => {}
-            Err(OverCap) => return Err(Cut::SlowConsumer),
+            Err(OverCap) => return Err(Refused::OverCap),
         }
         stats.queued_bytes += bytes.len() as u64;
         stats.queued_bytes_peak = stats.queued_bytes_peak.max(stats.queued_bytes);
+        if self.flow.grew(id, room, connection.output.len(), now) {
+            self.newly_congested.push(id);
+        }
+        self.flow.total_is(stats.queued_bytes as usize, now);
         Ok(())
     }
 
-    /// Writes what the socket takes, and keeps WRITABLE interest registered
-    /// exactly while output is blocked.
+    /// Writes what the socket takes, tells flow control about progress,
+    /// and keeps WRITABLE interest registered exactly while output is
+    /// blocked.
     fn write(
         &mut self,
         id: ConnId,
         connection: &mut Connection,
         stats: &mut Stats,
         registry: &Registry,
+        now: Instant,
     ) -> io::Result<()> {
         if connection.output.is_empty() {
             return Ok(());
         }
         let was_blocked = connection.output.is_blocked();
+        let queued_before = connection.output.len();
         let mut tally = Tally::default();
         let flushed = connection.output.flush(&mut connection.socket, &mut self.pool, &mut tally);
         stats.bytes_out += tally.bytes as u64;
         stats.writes += tally.writes as u64;
         stats.queued_bytes -= tally.bytes as u64;
+        if tally.bytes > 0 && self.flow.may_be_congested(queued_before) {
+            self.flow.shrank(id, connection.output.len(), now);
+        }
+        self.flow.total_is(stats.queued_bytes as usize, now);
         match flushed? {
             Flushed::Drained => {
                 stats.output_buffers -= 1;

@@ -90,7 +90,48 @@ struct Membership {
 #[derive(Debug)]
 enum MemberInput {
     Lines(LineFramer),
-    WebSocket(Box<WsSession>),
+    WebSocket { ws: Box<WsSession>, liveness: Liveness },
+}
+
+/// Whether a WebSocket member's peer is still there: after
+/// `--ws-ping-interval` of silence it is pinged, and one more interval
+/// without any frame closes it. (TCP members rely on TCP keepalive.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    /// Pings are off.
+    Unchecked,
+    /// Heard from recently; ping at `ping_at` if nothing comes.
+    Heard { ping_at: Instant },
+    /// Pinged; closed at `give_up_at` if nothing comes.
+    Pinged { give_up_at: Instant },
+}
+
+impl Liveness {
+    fn heard(now: Instant, config: &Config) -> Liveness {
+        if config.ws_ping_interval.is_zero() {
+            Liveness::Unchecked
+        } else {
+            Liveness::Heard { ping_at: deadline_after(now, config.ws_ping_interval) }
+        }
+    }
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Liveness::Unchecked => None,
+            Liveness::Heard { ping_at } => Some(ping_at),
+            Liveness::Pinged { give_up_at } => Some(give_up_at),
+        }
+    }
+}
+
+/// What flow control needs to know about a member that sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderProfile {
+    pub room: RoomId,
+    /// Bytes of the name every message carries.
+    pub name_bytes: usize,
+    /// Input held until a message completes (an unfinished line or frame).
+    pub held: usize,
 }
 
 /// How the peer is spoken to at this stage, which decides how an error
@@ -208,8 +249,30 @@ impl Session {
             | Stage::Closing { deadline }
             | Stage::Draining { deadline } => Some(*deadline),
             Stage::Joining(joining) => Some(joining.deadline),
+            Stage::Member(Membership { input: MemberInput::WebSocket { liveness, .. }, .. }) => {
+                liveness.deadline()
+            }
             Stage::Member(_) | Stage::Closed => None,
         }
+    }
+
+    /// The room of a member, for flow control and delivery.
+    pub fn room(&self) -> Option<RoomId> {
+        match &self.stage {
+            Stage::Member(membership) => Some(membership.room),
+            _ => None,
+        }
+    }
+
+    /// What flow control needs to know when a member wants to read; `None`
+    /// for a connection that is not a member yet.
+    pub fn sender_profile(&self) -> Option<SenderProfile> {
+        let Stage::Member(Membership { room, name, input }) = &self.stage else { return None };
+        let held = match input {
+            MemberInput::Lines(framer) => framer.held(),
+            MemberInput::WebSocket { ws, .. } => ws.held(),
+        };
+        Some(SenderProfile { room: *room, name_bytes: name.len(), held })
     }
 
     /// Whether input should be read now.
@@ -259,7 +322,7 @@ impl Session {
             Stage::TcpHandshake { .. } => self.tcp_handshake(input, now, config, effects),
             Stage::HttpRequest { .. } => self.http_request(input, now, config, effects),
             Stage::WsHandshake { .. } => self.ws_handshake(input, now, effects),
-            Stage::Member(_) => self.member_input(input, now, effects),
+            Stage::Member(_) => self.member_input(input, now, config, effects),
             // Input is not read while joining or closing; when draining
             // it is dropped.
             Stage::Joining(_) | Stage::Closing { .. } | Stage::Draining { .. } | Stage::Closed => input.len(),
@@ -293,15 +356,16 @@ impl Session {
             unreachable!()
         };
         let Joining { mut input, .. } = *joining;
-        if let MemberInput::WebSocket(ws) = &mut input {
+        if let MemberInput::WebSocket { ws, liveness } = &mut input {
             ws.set_max_message(config.max_line);
+            *liveness = Liveness::heard(now, config);
         }
         self.stage = Stage::Member(Membership { room, name: request.name.into(), input });
         // Frames that came behind the handshake message may already sit in
         // tungstenite's buffer, and no more input may ever come to push
         // them through: read them now.
-        if let Stage::Member(Membership { input: MemberInput::WebSocket(_), .. }) = self.stage {
-            self.member_input(&[], now, effects);
+        if let Stage::Member(Membership { input: MemberInput::WebSocket { .. }, .. }) = self.stage {
+            self.member_input(&[], now, config, effects);
         }
     }
 
@@ -316,11 +380,22 @@ impl Session {
     }
 
     /// Time passed; acts if the deadline has come.
-    pub fn timeout(&mut self, now: Instant, effects: &mut Effects) {
+    pub fn timeout(&mut self, now: Instant, config: &Config, effects: &mut Effects) {
         if self.deadline().is_none_or(|deadline| deadline > now) {
             return;
         }
-        match &self.stage {
+        match &mut self.stage {
+            Stage::Member(Membership { input: MemberInput::WebSocket { liveness, .. }, .. }) => {
+                match *liveness {
+                    Liveness::Heard { .. } => {
+                        websocket::encode_ping_frame(&mut effects.send, b"machat");
+                        *liveness =
+                            Liveness::Pinged { give_up_at: deadline_after(now, config.ws_ping_interval) };
+                    }
+                    Liveness::Pinged { .. } => self.fail(Failure::PingTimeout, now, effects),
+                    Liveness::Unchecked => {}
+                }
+            }
             Stage::TcpHandshake { .. } | Stage::WsHandshake { .. } | Stage::Joining(_) => {
                 self.fail(HandshakeError::TimedOut.into(), now, effects)
             }
@@ -358,8 +433,15 @@ impl Session {
         self.enter_closing_until(grace_deadline, effects);
     }
 
-    /// Ends the session at once (a broken socket, a slow consumer): a
-    /// member leaves its room; nothing more is said.
+    /// Ends the session with an error the reactor found (a slow consumer):
+    /// the client is told, in its own protocol, and the session closes once
+    /// that is written.
+    pub fn disconnect(&mut self, failure: Failure, now: Instant, effects: &mut Effects) {
+        self.fail(failure, now, effects);
+    }
+
+    /// Ends the session at once (a broken socket): a member leaves its
+    /// room; nothing more is said.
     pub fn close(&mut self, effects: &mut Effects, why: &'static str) {
         if let Stage::Member(membership) = std::mem::replace(&mut self.stage, Stage::Closed) {
             effects.left = Some(Left { room: membership.room, name: membership.name });
@@ -456,7 +538,8 @@ impl Session {
                     };
                     match handshake::parse_message(&message) {
                         Ok(request) => {
-                            self.start_joining(request, MemberInput::WebSocket(ws), deadline, effects);
+                            let member_input = MemberInput::WebSocket { ws, liveness: Liveness::Unchecked };
+                            self.start_joining(request, member_input, deadline, effects);
                             return input.len() - rest.len() + consumed;
                         }
                         Err(error) => {
@@ -487,7 +570,7 @@ impl Session {
         input.len()
     }
 
-    fn member_input(&mut self, input: &[u8], now: Instant, effects: &mut Effects) -> usize {
+    fn member_input(&mut self, input: &[u8], now: Instant, config: &Config, effects: &mut Effects) -> usize {
         let Stage::Member(Membership { room, name, input: member_input }) = &mut self.stage else {
             unreachable!()
         };
@@ -498,7 +581,10 @@ impl Session {
                 Ok(()) => None,
                 Err(too_long) => Some(Failure::LineTooLong { max_line: too_long.max_line }),
             },
-            MemberInput::WebSocket(ws) => {
+            MemberInput::WebSocket { ws, liveness } => {
+                if !input.is_empty() {
+                    *liveness = Liveness::heard(now, config);
+                }
                 let mut rest = input;
                 let mut peer_closed = false;
                 let outcome = loop {
@@ -608,7 +694,7 @@ impl MemberInput {
     fn speech(&self) -> Speech {
         match self {
             MemberInput::Lines(_) => Speech::Lines,
-            MemberInput::WebSocket(_) => Speech::WebSocket,
+            MemberInput::WebSocket { .. } => Speech::WebSocket,
         }
     }
 }

@@ -95,7 +95,7 @@ impl Driver {
 
     fn advance(&mut self, by: Duration) {
         self.now += by;
-        self.session.timeout(self.now, &mut self.effects);
+        self.session.timeout(self.now, &self.config, &mut self.effects);
         self.apply();
     }
 
