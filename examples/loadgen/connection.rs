@@ -4,9 +4,9 @@
 
 use std::io::{self, ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::FromRawFd;
 
 use mio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::exit_code;
 use crate::flags::{Proto, Transport};
@@ -322,47 +322,27 @@ impl Connection {
     }
 }
 
-/// Starts a non-blocking connect, bound to `src` first when given.
-pub fn connect_from(dst: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    let (SocketAddr::V4(dst4), Some(src)) = (dst, src) else {
-        return TcpStream::connect(dst);
+/// Starts a non-blocking connect, bound to `source` first when given
+/// (`--source-ips`: each loopback source address has its own ephemeral ports).
+///
+/// The old hand-made socket also set `IP_BIND_ADDRESS_NO_PORT`, which
+/// socket2 does not offer. Without it `bind` picks the port before
+/// `connect`, so a port is not shared between destinations; the generator
+/// has one destination, so each source address still gives ~28k ports.
+pub fn connect_from(destination: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    let (SocketAddr::V4(_), Some(source)) = (destination, source) else {
+        return TcpStream::connect(destination);
     };
-    let fd = unsafe {
-        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    // socket2 opens it close-on-exec.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    match socket.connect(&destination.into()) {
+        Ok(()) => {}
+        // std has no stable ErrorKind for EINPROGRESS yet (io_error_inprogress),
+        // hence libc's constant: the number differs between architectures.
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
     }
-    // Owns the descriptor from here on: closed on every early return.
-    let std_sock = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // Pick the port at connect time, so ports are shared per destination.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let local = sa(src, 0);
-    if unsafe { libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let remote = sa(*dst4.ip(), dst4.port());
-    if unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-    }
-    Ok(TcpStream::from_std(std_sock))
+    Ok(TcpStream::from_std(socket.into()))
 }

@@ -17,6 +17,9 @@ use crate::protocol::{machat, resp, websocket};
 use crate::system::SystemSnapshot;
 use crate::{Failure, exit_code, failure};
 
+/// The signal pipe's token; connections use their index.
+pub const SIGNAL_TOKEN: Token = Token(usize::MAX);
+
 impl LoadGenerator {
     /// Runs until the last phase is done, or something fails.
     pub fn run(&mut self) -> Result<(), Failure> {
@@ -47,7 +50,8 @@ impl LoadGenerator {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(failure(exit_code::CANNOT_CONNECT, format!("poll failed: {e}"))),
             }
-            for event in events.iter() {
+            // A signal only wakes the loop: `tick` counts it.
+            for event in events.iter().filter(|e| e.token() != SIGNAL_TOKEN) {
                 self.on_event(event);
             }
             self.top_up_windows();
@@ -67,9 +71,9 @@ impl LoadGenerator {
             let source = (self.source_ips > 1)
                 .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i as u32 % self.source_ips) as u8));
             let mut socket = connect_from(self.addr, source).map_err(|e| {
-                let hint = match e.raw_os_error() {
-                    Some(libc::EMFILE) | Some(libc::ENFILE) => " (out of file descriptors)",
-                    Some(libc::EADDRNOTAVAIL) => " (out of ephemeral ports: try --source-ips)",
+                // "Too many open files" says it all; this one does not.
+                let hint = match e.kind() {
+                    ErrorKind::AddrNotAvailable => " (out of ephemeral ports: try --source-ips)",
                     _ => "",
                 };
                 failure(exit_code::CANNOT_CONNECT, format!("cannot connect to {}: {e}{hint}", self.addr))

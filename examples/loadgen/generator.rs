@@ -10,12 +10,14 @@ use log::warn;
 use mio::Poll;
 
 use crate::connection::{CHUNK, Connection, NO_SENDER, Role};
+use crate::event_loop::SIGNAL_TOKEN;
 use crate::flags::{Flags, Proto};
 use crate::histogram::Histogram;
 use crate::phases::RunPhase;
 use crate::protocol::MessageEncoder;
 use crate::sequence::SenderTrack;
 use crate::shared::{SenderState, Shared, Stats};
+use crate::signals::Interrupts;
 use crate::system::{self, CpuTimes, SystemSnapshot};
 use crate::{Failure, exit_code, failure};
 
@@ -84,10 +86,11 @@ pub struct LoadGenerator {
     /// Member/sender pairs: how many markers the barrier waits for.
     pub total_pairs: u64,
     pub figures: Figures,
+    pub interrupts: Interrupts,
 }
 
 impl LoadGenerator {
-    pub fn new(flags: Flags) -> Result<LoadGenerator, Failure> {
+    pub fn new(flags: Flags, mut interrupts: Interrupts) -> Result<LoadGenerator, Failure> {
         flags.check()?;
         let addr_text = flags.addr_text();
         let addr = addr_text
@@ -172,6 +175,9 @@ impl LoadGenerator {
 
         let poll = Poll::new()
             .map_err(|e| failure(exit_code::CANNOT_CONNECT, format!("cannot create poll: {e}")))?;
+        interrupts
+            .register(poll.registry(), SIGNAL_TOKEN)
+            .map_err(|e| failure(exit_code::CANNOT_CONNECT, format!("cannot register signals: {e}")))?;
         let seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
         let encoder = MessageEncoder::new(flags.proto, flags.transport, flags.payload, room_names, seed);
         Ok(LoadGenerator {
@@ -203,6 +209,7 @@ impl LoadGenerator {
             members,
             total_pairs,
             figures: Figures::default(),
+            interrupts,
             flags,
         })
     }

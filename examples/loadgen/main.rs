@@ -78,6 +78,7 @@ use clap::Parser;
 
 use crate::flags::Flags;
 use crate::generator::LoadGenerator;
+use crate::signals::Interrupts;
 
 /// Exit codes, which `benches/compare.sh` and people's scripts rely on.
 pub mod exit_code {
@@ -108,14 +109,16 @@ fn main() {
         .format_timestamp_millis()
         .init();
     let flags = Flags::parse();
-    signals::install();
-    let result = LoadGenerator::new(flags).and_then(|mut generator| {
-        generator.run()?;
-        if generator.flags.idle.is_none() {
-            generator.report_load();
-        }
-        Ok(())
-    });
+    let result = Interrupts::install()
+        .map_err(|e| failure(exit_code::CANNOT_CONNECT, format!("cannot handle signals: {e}")))
+        .and_then(|interrupts| LoadGenerator::new(flags, interrupts))
+        .and_then(|mut generator| {
+            generator.run()?;
+            if generator.flags.idle.is_none() {
+                generator.report_load();
+            }
+            Ok(())
+        });
     if let Err(f) = result {
         eprintln!("loadgen: {}", f.message);
         std::process::exit(f.code);

@@ -5,7 +5,6 @@
 use log::info;
 
 use crate::generator::{LoadGenerator, secs_to_ns};
-use crate::signals;
 use crate::system::{self, SystemSnapshot};
 use crate::{Failure, exit_code, failure};
 
@@ -97,7 +96,7 @@ impl LoadGenerator {
 
     /// Advances the phase; returns the time of the next thing to do.
     pub fn tick(&mut self, now: u64) -> Result<u64, Failure> {
-        let signals = signals::count();
+        let signals = self.interrupts.count();
         let stop = signals > 0;
         let mut wake = now + 100_000_000;
         if self.shared.stats.ready_connections != self.last_ready {

@@ -7,7 +7,6 @@ use std::io::{self, Write};
 use serde_json::{Map, Value};
 
 use crate::generator::LoadGenerator;
-use crate::signals;
 use crate::system::{self, process_rss_kb};
 
 /// Rounds to 3 decimals (seconds to the millisecond).
@@ -179,7 +178,7 @@ impl LoadGenerator {
         put("deliveries", stats.measured.into());
         put("deliveries_per_s", round1(per_s(stats.measured)).into());
         put("deliveries_total", stats.deliveries.into());
-        put("interrupted", (signals::count() > 0).into());
+        put("interrupted", (self.interrupts.counted() > 0).into());
         put("foreign", stats.foreign.into());
         put("expected_total", expected.into());
         put("received_total", stats.received.into());

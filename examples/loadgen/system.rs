@@ -3,19 +3,31 @@
 //! packet drops and TCP retransmissions, the load average; and the open-file
 //! limit, which bounds how many connections one generator can hold.
 
-/// utime + stime of a process, in seconds.
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.get(s.rfind(')')? + 1..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
+/// Clock ticks per second of the CPU times in `/proc/<pid>/stat`: USER_HZ,
+/// which Linux fixes at 100 for user space whatever the kernel's own HZ
+/// (it is what `sysconf(_SC_CLK_TCK)` returns), so a constant replaces the
+/// libc call. Ticks are 10 ms: small against a timed phase of seconds.
+const USER_HZ: f64 = 100.0;
+
+/// utime and stime from the text of `/proc/<pid>/stat`, in seconds.
+fn parse_stat_cpu(stat: &str) -> Option<CpuTimes> {
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields from the last `)`.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of the line; `rest` starts at field 3.
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / clock_ticks_per_second())
+    let ticks = |i: usize| Some(fields.get(i)?.parse::<u64>().ok()? as f64 / USER_HZ);
+    Some(CpuTimes { user: ticks(11)?, sys: ticks(12)? })
 }
 
-fn clock_ticks_per_second() -> f64 {
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+/// CPU time of a process (a pid or `self`) so far.
+fn process_cpu(pid: &str) -> Option<CpuTimes> {
+    parse_stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime of a process, in seconds.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    process_cpu(&pid.to_string()).map(|cpu| cpu.user + cpu.sys)
 }
 
 /// VmRSS of a process (a pid or `self`) in KiB.
@@ -31,27 +43,21 @@ pub struct CpuTimes {
     pub sys: f64,
 }
 
-/// The generator's own CPU time so far, in seconds.
+/// The generator's own CPU time so far, in seconds (zero if /proc cannot
+/// be read, as getrusage would never fail).
 pub fn own_cpu() -> CpuTimes {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    CpuTimes { user: tv(ru.ru_utime), sys: tv(ru.ru_stime) }
+    process_cpu("self").unwrap_or_default()
 }
 
 /// Raises the soft open-file limit to the hard one; returns the soft limit.
 pub fn raise_open_file_limit() -> u64 {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+    let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
         return 1024;
+    };
+    if soft < hard && rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard).is_ok() {
+        return hard;
     }
-    if rl.rlim_cur < rl.rlim_max {
-        let want = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            return want.rlim_cur;
-        }
-    }
-    rl.rlim_cur
+    soft
 }
 
 /// A snapshot of the server process (when --server-pid is given) and of the
@@ -95,4 +101,26 @@ fn tcp_retransmissions() -> Option<u64> {
 pub fn load_average_1m() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_counts_fields_after_the_command_name() {
+        // A command name with spaces and a `)` must not shift the fields.
+        let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 1234 0 0 20 0 1 0 99 1000 200";
+        let cpu = parse_stat_cpu(stat).unwrap();
+        assert_eq!((cpu.user, cpu.sys), (2.5, 12.34));
+        assert!(parse_stat_cpu("4242 (x) S 1 2").is_none());
+        assert!(parse_stat_cpu("no parenthesis").is_none());
+    }
+
+    #[test]
+    fn own_cpu_reads_this_process() {
+        assert!(process_cpu("self").is_some(), "/proc/self/stat unreadable");
+        assert!(process_cpu_seconds(std::process::id()).is_some());
+        assert!(process_rss_kb("self").is_some_and(|kb| kb > 0));
+    }
 }
