@@ -14,6 +14,7 @@ use crate::message::{MessageText, parse_text};
 use crate::protocol::machat::{self, Line};
 use crate::protocol::resp::{self, ArrayKind, Reply};
 use crate::protocol::websocket::{self, Frame};
+use crate::read_pacing::ReadPacing;
 use crate::sequence::{Arrival, SenderTrack};
 use crate::shared::Shared;
 
@@ -65,6 +66,8 @@ pub struct Connection {
     pub out: Vec<u8>,
     /// How much of `out` is written.
     pub out_pos: usize,
+    /// Bytes the socket took, ever.
+    pub bytes_written: u64,
     /// One per sender of its room, indexed by sender / rooms.
     pub tracks: Vec<SenderTrack>,
     pub joined: bool,
@@ -72,6 +75,12 @@ pub struct Connection {
     pub received: u64,
     /// The server said goodbye inside the protocol (a WebSocket Close).
     pub peer_closed: Option<String>,
+    /// The server has shut its side: read on to the end of the stream.
+    pub peer_hung_up: bool,
+    /// `--read-rate`: this receiver's budget.
+    pub pacing: Option<ReadPacing>,
+    /// Out of budget with data maybe left unread: read again then.
+    pub read_paused_until: Option<u64>,
 }
 
 impl Connection {
@@ -86,10 +95,14 @@ impl Connection {
             carry: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
+            bytes_written: 0,
             tracks,
             joined: false,
             received: 0,
             peer_closed: None,
+            peer_hung_up: false,
+            pacing: None,
+            read_paused_until: None,
         }
     }
 
@@ -145,6 +158,9 @@ impl Connection {
     fn machat_line(&mut self, line: &[u8], now: u64, shared: &mut Shared) {
         match machat::parse_line(line) {
             Line::Delivery(text) => self.on_text(text, now, shared),
+            Line::Error(line) if shared.record_server_errors => {
+                shared.note_server_error(format!("{}: {}", self.name(), String::from_utf8_lossy(line)))
+            }
             Line::Error(line) => shared.fail(
                 exit_code::PROTOCOL,
                 format!("{}: server said {:?}", self.name(), String::from_utf8_lossy(line)),
@@ -291,15 +307,20 @@ impl Connection {
         }
     }
 
-    /// Writes as much queued output as the socket takes.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Writes as much queued output as the socket takes; returns how much
+    /// that was.
+    pub fn flush(&mut self) -> io::Result<usize> {
         let Some(socket) = self.socket.as_mut() else {
-            return Ok(());
+            return Ok(0);
         };
+        let mut written = 0;
         while self.out_pos < self.out.len() {
             match socket.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    written += n;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -313,7 +334,8 @@ impl Connection {
             self.out.drain(..self.out_pos);
             self.out_pos = 0;
         }
-        Ok(())
+        self.bytes_written += written as u64;
+        Ok(written)
     }
 
     /// Output queued and not yet written.

@@ -154,7 +154,16 @@ impl LoadGenerator {
             self.on_readable(i, closing);
         }
         let conn = &mut self.conns[i];
-        if conn.state != ConnState::Closed
+        // A bursting sender writes through `fill_burst`, which accounts for
+        // what its socket takes.
+        if self.phase == RunPhase::Burst
+            && (event.is_writable() || conn.unwritten() > 0)
+            && conn.state == ConnState::Ready
+            && matches!(conn.role, Role::Sender | Role::Publisher)
+        {
+            let sender = conn.sender;
+            self.fill_burst(sender, self.clock.now_ns());
+        } else if conn.state != ConnState::Closed
             && conn.unwritten() > 0
             && let Err(e) = conn.flush()
         {
@@ -162,25 +171,42 @@ impl LoadGenerator {
         }
     }
 
-    /// Reads until the socket is drained; `closing` (the peer has shut its
-    /// side) means read on to the end of the stream.
+    /// Reads until the socket is drained, or this receiver's `--read-rate`
+    /// budget is spent; `closing` (the peer has shut its side) means read on
+    /// to the end of the stream.
     fn on_readable(&mut self, i: usize, closing: bool) {
         let mut closed = None;
         {
             let LoadGenerator { conns, read_buffer, shared, clock, .. } = self;
             let conn = &mut conns[i];
+            conn.peer_hung_up |= closing;
+            let closing = conn.peer_hung_up;
+            conn.read_paused_until = None;
             while let Some(socket) = conn.socket.as_mut() {
+                let want = match conn.pacing.as_mut() {
+                    None => CHUNK,
+                    Some(pacing) => match pacing.allowance(clock.now_ns()).min(CHUNK) {
+                        0 => {
+                            conn.read_paused_until = Some(pacing.refilled_at());
+                            break;
+                        }
+                        allowed => allowed,
+                    },
+                };
                 let keep = conn.carry.len();
-                if read_buffer.len() < keep + CHUNK {
-                    read_buffer.resize(keep + CHUNK, 0);
+                if read_buffer.len() < keep + want {
+                    read_buffer.resize(keep + want, 0);
                 }
                 read_buffer[..keep].copy_from_slice(&conn.carry);
-                match socket.read(&mut read_buffer[keep..keep + CHUNK]) {
+                match socket.read(&mut read_buffer[keep..keep + want]) {
                     Ok(0) => {
                         closed = Some("connection closed by the server".to_string());
                         break;
                     }
                     Ok(n) => {
+                        if let Some(pacing) = conn.pacing.as_mut() {
+                            pacing.spend(n);
+                        }
                         let now = clock.now_ns();
                         let total = keep + n;
                         let used = conn.process(&read_buffer[..total], now, shared);
@@ -193,7 +219,7 @@ impl LoadGenerator {
                         // A short read took everything queued: epoll (edge
                         // triggered) reports anything that comes later. The
                         // end of the stream may already be here, though.
-                        if (n < CHUNK && !closing) || shared.failure.is_some() {
+                        if (n < want && !closing) || shared.failure.is_some() {
                             break;
                         }
                     }
@@ -209,6 +235,23 @@ impl LoadGenerator {
         if let Some(why) = closed {
             self.on_closed(i, why);
         }
+    }
+
+    /// Reads again from paced receivers whose budget has come back: no
+    /// event would say their unread data is there. Returns when to call
+    /// again.
+    pub fn resume_paced_reads(&mut self, now: u64) -> u64 {
+        let mut wake = u64::MAX;
+        for k in 0..self.paced_readers.len() {
+            let i = self.paced_readers[k];
+            if self.conns[i].read_paused_until.is_some_and(|at| at <= now) {
+                self.on_readable(i, false);
+            }
+            if let Some(at) = self.conns[i].read_paused_until {
+                wake = wake.min(at);
+            }
+        }
+        wake
     }
 
     pub fn on_closed(&mut self, i: usize, why: String) {
@@ -230,15 +273,22 @@ impl LoadGenerator {
             self.lost_members[conn.room as usize] += 1;
             self.shared.stats.received_by_lost_members += conn.received;
         }
+        let was_ready = conn.state == ConnState::Ready;
         conn.state = ConnState::Closed;
         conn.carry = Vec::new();
         conn.out = Vec::new();
         conn.out_pos = 0;
+        conn.read_paused_until = None;
         if self.phase == RunPhase::Done || self.shared.failure.is_some() {
             return;
         }
+        if let Some(burst) = self.burst.as_mut()
+            && was_ready
+        {
+            burst.on_closed(conn, &name, &why);
+        }
         match self.phase {
-            RunPhase::Warmup | RunPhase::Measure | RunPhase::Drain | RunPhase::Hold => {
+            RunPhase::Warmup | RunPhase::Measure | RunPhase::Burst | RunPhase::Drain | RunPhase::Hold => {
                 self.shared.stats.disconnects += 1;
                 warn!("{name}: {why}");
             }

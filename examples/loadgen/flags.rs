@@ -103,6 +103,20 @@ pub struct Flags {
     /// reading the server's RSS.
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
+    /// Burst mode: each sender writes this many bytes of messages (of
+    /// --payload bytes) into its room as fast as its socket takes them, while
+    /// receivers read; the run ends when every member has every message (or
+    /// after --drain-timeout) [default: none, load mode].
+    #[arg(long, value_name = "BYTES")]
+    pub burst: Option<u64>,
+    /// Receivers read at most this many bytes per second, leaving the rest in
+    /// the kernel, like a slow client [default: none, as fast as they can].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub read_rate: Option<f64>,
+    /// With --read-rate: only the first N receivers (r0, r1, ...) are paced
+    /// [default: all].
+    #[arg(long, value_name = "N")]
+    pub slow_receivers: Option<u32>,
     /// Room names are this prefix followed by the room number.
     #[arg(long, default_value = "lg")]
     pub room_prefix: String,
@@ -134,6 +148,25 @@ impl Flags {
         }
         if self.idle.is_none() && self.rate.is_none() && self.window == 0 {
             return bad("--window must be at least 1");
+        }
+        if let Some(bytes) = self.burst {
+            if bytes == 0 {
+                return bad("--burst must be at least 1 byte");
+            }
+            if self.idle.is_some() || self.rate.is_some() {
+                return bad("--burst cannot go with --idle or --rate");
+            }
+        }
+        if let Some(rate) = self.read_rate {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return bad("--read-rate must be a positive number");
+            }
+            if self.idle.is_some() {
+                return bad("--read-rate cannot go with --idle");
+            }
+        }
+        if self.slow_receivers.is_some() && self.read_rate.is_none() {
+            return bad("--slow-receivers needs --read-rate");
         }
         Ok(())
     }
@@ -176,6 +209,13 @@ mod tests {
             &["--rate", "inf"],
             &["--senders", "0"],
             &["--window", "0"],
+            &["--burst", "0"],
+            &["--burst", "100", "--idle", "1"],
+            &["--burst", "100", "--rate", "1"],
+            &["--read-rate", "0"],
+            &["--read-rate", "NaN"],
+            &["--read-rate", "100", "--idle", "1"],
+            &["--slow-receivers", "1"],
         ] {
             let error = parse(args).check().expect_err(&format!("{args:?} accepted"));
             assert_eq!(error.code, 2, "{args:?}");
@@ -183,5 +223,8 @@ mod tests {
         parse(&[]).check().expect("defaults are valid");
         parse(&["--idle", "10", "--senders", "0"]).check().expect("idle mode needs no sender");
         parse(&["--rate", "100", "--window", "0"]).check().expect("paced mode has no window");
+        parse(&["--burst", "16000000", "--read-rate", "1e6", "--slow-receivers", "1"])
+            .check()
+            .expect("burst");
     }
 }

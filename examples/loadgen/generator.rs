@@ -9,12 +9,14 @@ use std::time::Instant;
 use log::warn;
 use mio::Poll;
 
+use crate::burst::Burst;
 use crate::connection::{CHUNK, Connection, NO_SENDER, Role};
 use crate::event_loop::SIGNAL_TOKEN;
 use crate::flags::{Flags, Proto};
 use crate::histogram::Histogram;
 use crate::phases::RunPhase;
 use crate::protocol::MessageEncoder;
+use crate::read_pacing::ReadPacing;
 use crate::sequence::SenderTrack;
 use crate::shared::{SenderState, Shared, Stats};
 use crate::signals::Interrupts;
@@ -87,6 +89,10 @@ pub struct LoadGenerator {
     pub total_pairs: u64,
     pub figures: Figures,
     pub interrupts: Interrupts,
+    /// Burst mode's progress (`--burst`).
+    pub burst: Option<Burst>,
+    /// Connections whose reading `--read-rate` paces.
+    pub paced_readers: Vec<usize>,
 }
 
 impl LoadGenerator {
@@ -163,6 +169,16 @@ impl LoadGenerator {
                 ),
             ));
         }
+        let mut paced_readers = Vec::new();
+        if let Some(rate) = flags.read_rate {
+            let slow = flags.slow_receivers.unwrap_or(flags.receivers);
+            for (i, conn) in conns.iter_mut().enumerate() {
+                if conn.role == Role::Receiver && conn.id < slow {
+                    conn.pacing = Some(ReadPacing::new(rate, CHUNK, 0));
+                    paced_readers.push(i);
+                }
+            }
+        }
         let loopback = matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
         let source_ips = match flags.source_ips {
             0 => (conns.len() as u32).div_ceil(20_000).max(1),
@@ -197,6 +213,9 @@ impl LoadGenerator {
                 latency: Histogram::new(),
                 failure: None,
                 encoder,
+                record_server_errors: flags.burst.is_some(),
+                server_errors: Vec::new(),
+                server_error_count: 0,
             },
             phase: RunPhase::Connect,
             sending: false,
@@ -210,6 +229,8 @@ impl LoadGenerator {
             total_pairs,
             figures: Figures::default(),
             interrupts,
+            burst: flags.burst.map(|bytes| Burst::new(bytes, flags.senders as usize)),
+            paced_readers,
             flags,
         })
     }

@@ -24,6 +24,14 @@
 //! Idle mode (`--idle N`) opens N joined connections and holds them, to
 //! measure the server's memory per idle connection.
 //!
+//! Burst mode (`--burst BYTES`): after the barrier each sender writes BYTES
+//! of the same messages as fast as its socket takes them, while receivers
+//! read, as fast as they can or at `--read-rate` bytes per second; then the
+//! drain waits for every member still connected to have every message. It
+//! reports how long sending and delivering took, the loss, the longest
+//! sender stall, and the connections the server cut (slow consumers): those
+//! are results, so burst mode exits 0 once set up.
+//!
 //! Output: a table (unless `--quiet`), then one JSON line with every figure.
 //! Besides the server's CPU and RSS (`--server-pid`), the line carries the
 //! machine's input-backlog drops and TCP retransmissions during the timed
@@ -41,6 +49,7 @@
 //! cargo run --release --example loadgen -- --proto redis --receivers 1000 --senders 10
 //! cargo run --release --example loadgen -- --senders 1 --receivers 1000 --rate 100
 //! cargo run --release --example loadgen -- --idle 10000 --hold 0 --server-pid "$(pidof machat)"
+//! cargo run --release --example loadgen -- --burst 16000000 --receivers 3 --read-rate 1000000 --slow-receivers 1
 //! ```
 //!
 //! Where things are:
@@ -50,6 +59,8 @@
 //! - `event_loop`: the mio loop, connecting, reading, closing;
 //! - `phases`: what happens when, from connecting to done;
 //! - `sending`: closed-loop, paced, markers and probes;
+//! - `burst`: burst mode;
+//! - `read_pacing`: `--read-rate`'s token bucket;
 //! - `connection`: one connection and what it does with its input;
 //! - `shared`: the counters every connection updates;
 //! - `protocol`: machat lines, WebSocket framing, Redis RESP;
@@ -59,6 +70,7 @@
 //! - `system`: CPU, RSS, kernel counters, open-file limit;
 //! - `signals`: Ctrl-C.
 
+mod burst;
 mod connection;
 mod event_loop;
 mod flags;
@@ -67,6 +79,7 @@ mod histogram;
 mod message;
 mod phases;
 mod protocol;
+mod read_pacing;
 mod report;
 mod sending;
 mod sequence;
@@ -114,7 +127,9 @@ fn main() {
         .and_then(|interrupts| LoadGenerator::new(flags, interrupts))
         .and_then(|mut generator| {
             generator.run()?;
-            if generator.flags.idle.is_none() {
+            if generator.burst.is_some() {
+                generator.report_burst();
+            } else if generator.flags.idle.is_none() {
                 generator.report_load();
             }
             Ok(())

@@ -12,8 +12,8 @@ use crate::{Failure, exit_code, failure};
 const REPEAT_NS: u64 = 100_000_000;
 
 /// Where the run is. Load mode goes Connect, Barrier, Warmup, Measure,
-/// Drain, Done; idle mode goes Connect, Verify (unless already joined),
-/// Settle, Hold, Done.
+/// Drain, Done; burst mode Connect, Barrier, Burst, Drain, Done; idle mode
+/// Connect, Verify (unless already joined), Settle, Hold, Done.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum RunPhase {
     Connect,
@@ -21,6 +21,8 @@ pub enum RunPhase {
     Barrier,
     Warmup,
     Measure,
+    /// Burst mode: senders write their `--burst` bytes.
+    Burst,
     Drain,
     /// Idle mode: every connection must see its room's probe.
     Verify,
@@ -147,7 +149,9 @@ impl LoadGenerator {
                     self.figures.barrier_at = now;
                     let passed = if barrier { "barrier passed" } else { "every connection seen joined" };
                     info!("{passed} after {:.2} s", (now - self.figures.connected_at) as f64 / 1e9);
-                    if barrier {
+                    if barrier && self.burst.is_some() {
+                        self.start_burst(now);
+                    } else if barrier {
                         self.start_sending(now);
                     } else {
                         self.phase = RunPhase::Settle;
@@ -188,12 +192,21 @@ impl LoadGenerator {
                     return Ok(now);
                 }
             }
+            RunPhase::Burst => {
+                if self.burst_over(now, stop) {
+                    self.end_burst(now);
+                    return Ok(now);
+                }
+            }
             RunPhase::Drain => {
                 let all_in = self.shared.stats.received >= self.reachable();
                 if all_in || now >= self.deadline || signals > 1 {
                     self.figures.drain_complete = all_in;
                     self.figures.drain_end = now;
                     self.phase = RunPhase::Done;
+                    if self.burst.is_some() {
+                        self.end_burst_drain(now, all_in);
+                    }
                     return Ok(now);
                 }
                 wake = wake.min(now + 10_000_000);
@@ -225,6 +238,12 @@ impl LoadGenerator {
         }
         if matches!(self.phase, RunPhase::Warmup | RunPhase::Measure | RunPhase::Settle | RunPhase::Hold) {
             wake = wake.min(self.deadline);
+        }
+        if self.phase == RunPhase::Burst {
+            wake = wake.min(self.continue_burst(now));
+        }
+        if !self.paced_readers.is_empty() {
+            wake = wake.min(self.resume_paced_reads(now));
         }
         Ok(wake)
     }

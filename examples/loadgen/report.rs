@@ -1,6 +1,7 @@
 //! The report: a table for people (unless `--quiet`), then one JSON line for
-//! `benches/summarize.py`. JSON keys are never renamed or given a new
-//! meaning: results files from older runs must still summarize.
+//! `benches/summarize.py`, for each mode (load, idle, burst). JSON keys are
+//! never renamed or given a new meaning: results files from older runs must
+//! still summarize.
 
 use std::io::{self, Write};
 
@@ -267,5 +268,164 @@ impl LoadGenerator {
         println!("{}", Value::Object(m));
         // The connections are held after this: the line must be out now.
         let _ = io::stdout().flush();
+    }
+}
+
+impl LoadGenerator {
+    /// Burst mode's report: the keys load mode shares keep their meaning
+    /// (over the whole burst and its drain); the rest start with `burst_`.
+    pub fn report_burst(&self) {
+        let flags = &self.flags;
+        let stats = &self.shared.stats;
+        let figures = &self.figures;
+        let Some(burst) = self.burst.as_ref() else { return };
+        let expected = self.expected();
+        let loss = expected.saturating_sub(stats.received);
+        let sent = figures.sent_at_end;
+        let h = &self.shared.latency;
+        let us = |ns: u64| ns as f64 / 1e3;
+        let (p50, p99, p999, max, mean) =
+            (us(h.quantile(0.5)), us(h.quantile(0.99)), us(h.quantile(0.999)), us(h.max), us(h.mean()));
+        let user = figures.own_cpu_after.user - figures.own_cpu_before.user;
+        let sys = figures.own_cpu_after.sys - figures.own_cpu_before.sys;
+        let (before, after) = (&figures.system_before, &figures.system_after);
+        let server_cpu = match (before.server_cpu, after.server_cpu) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+        let drops = delta(before.net_drops, after.net_drops);
+        let retrans = delta(before.retransmissions, after.retransmissions);
+        let bytes_sent = self.burst_bytes_written();
+        let send_s = burst.send_seconds();
+        let delivered_s = burst.delivered_seconds();
+        let stall_ms = burst.stall_max_ns as f64 / 1e6;
+        let drain_s = (figures.drain_end - figures.measure_end) as f64 / 1e9;
+        let slow =
+            flags.read_rate.map(|_| flags.slow_receivers.unwrap_or(flags.receivers).min(flags.receivers));
+
+        if !flags.quiet {
+            let reading = match (flags.read_rate, slow) {
+                (Some(rate), Some(n)) => format!(" ({n} reading at {rate} B/s)"),
+                _ => String::new(),
+            };
+            println!(
+                "loadgen burst {:?}/{:?} {}: {} rooms, {} receivers{reading}, {} senders, {} B payload, {} B per sender",
+                flags.proto,
+                flags.transport,
+                self.addr,
+                flags.rooms,
+                flags.receivers,
+                flags.senders,
+                flags.payload,
+                burst.bytes_per_sender
+            );
+            row(
+                "setup",
+                format!(
+                    "connect {:.2} s, barrier {:.2} s",
+                    figures.connected_at as f64 / 1e9,
+                    (figures.barrier_at - figures.connected_at) as f64 / 1e9
+                ),
+            );
+            let sending = match send_s {
+                Some(s) => format!("in {s:.3} s"),
+                None => format!(
+                    "unfinished after {:.3} s",
+                    (burst.sending_ended_at - burst.started_at) as f64 / 1e9
+                ),
+            };
+            row(
+                "sent",
+                format!("{bytes_sent} B, {sent} messages, {sending} (longest sender stall {stall_ms:.1} ms)"),
+            );
+            let delivery = match delivered_s {
+                Some(s) => format!("everything to every member still connected in {s:.3} s"),
+                None => format!("not all: drain gave up after {drain_s:.2} s"),
+            };
+            row("delivered", delivery);
+            row(
+                "loss / dups / reorders",
+                format!(
+                    "{loss} / {} / {}   (expected {expected}, got {})",
+                    stats.duplicates, stats.reorders, stats.received
+                ),
+            );
+            if burst.closed_count > 0 {
+                row(
+                    "server closed",
+                    format!("{} connections: {}", burst.closed_count, burst.closed.join("; ")),
+                );
+            }
+            if self.shared.server_error_count > 0 {
+                row(
+                    "server errors",
+                    format!("{}: {}", self.shared.server_error_count, self.shared.server_errors.join("; ")),
+                );
+            }
+            row(
+                "latency us",
+                format!("p50 {p50:.1}  p99 {p99:.1}  p999 {p999:.1}  max {max:.1}  mean {mean:.1}"),
+            );
+            row("generator CPU", format!("{user:.2} user + {sys:.2} sys = {:.2} s", user + sys));
+            if let Some(c) = server_cpu {
+                row("server CPU", format!("{c:.2} s"));
+            }
+            if let (Some(b), Some(e)) = (before.server_rss_kb, after.server_rss_kb) {
+                row("server RSS", format!("{b} kB before, {e} kB after"));
+            }
+        }
+
+        let mut m = self.base_json();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        put("mode", "burst".into());
+        put("receivers", flags.receivers.into());
+        put("senders", flags.senders.into());
+        put("payload", (flags.payload as u64).into());
+        put("connections", (self.conns.len() as u64).into());
+        put("connect_s", round3(figures.connected_at as f64 / 1e9).into());
+        put("barrier_s", round3((figures.barrier_at - figures.connected_at) as f64 / 1e9).into());
+        put("deliveries_total", stats.deliveries.into());
+        put("interrupted", (self.interrupts.counted() > 0).into());
+        put("foreign", stats.foreign.into());
+        put("expected_total", expected.into());
+        put("received_total", stats.received.into());
+        put("loss", loss.into());
+        put("dups", stats.duplicates.into());
+        put("reorders", stats.reorders.into());
+        put("disconnects", stats.disconnects.into());
+        put("drain_complete", figures.drain_complete.into());
+        put("drain_s", round3(drain_s).into());
+        put("lat_p50_us", round1(p50).into());
+        put("lat_p99_us", round1(p99).into());
+        put("lat_p999_us", round1(p999).into());
+        put("lat_max_us", round1(max).into());
+        put("lat_mean_us", round1(mean).into());
+        put("gen_cpu_user_s", round3(user).into());
+        put("gen_cpu_sys_s", round3(sys).into());
+        put("gen_cpu_s", round3(user + sys).into());
+        put("gen_rss_kb", process_rss_kb("self").into());
+        put("server_pid", flags.server_pid.into());
+        put("server_cpu_s", server_cpu.map(round3).into());
+        put("server_rss_before_kb", before.server_rss_kb.into());
+        put("server_rss_after_kb", after.server_rss_kb.into());
+        put("net_backlog_drops", drops.into());
+        put("tcp_retrans", retrans.into());
+        put("read_rate", flags.read_rate.into());
+        put("slow_receivers", slow.into());
+        put("burst_bytes", burst.bytes_per_sender.into());
+        put("burst_bytes_sent", bytes_sent.into());
+        put("burst_messages_sent", sent.into());
+        put("burst_send_complete", send_s.is_some().into());
+        put("burst_send_s", send_s.map(round3).into());
+        put("burst_delivered_s", delivered_s.map(round3).into());
+        put("burst_sender_stall_max_ms", round1(stall_ms).into());
+        put("burst_server_closed", burst.closed_count.into());
+        put("burst_closed_connections", burst.closed.clone().into());
+        put("burst_server_errors", self.shared.server_error_count.into());
+        put("burst_server_error_lines", self.shared.server_errors.clone().into());
+        println!("{}", Value::Object(m));
     }
 }

@@ -68,9 +68,25 @@ pub struct Shared {
     /// The first reason to stop; later ones are consequences.
     pub failure: Option<Failure>,
     pub encoder: MessageEncoder,
+    /// Burst mode: an `error: ...` line is a result to report (the server
+    /// cutting a slow consumer), not a reason to stop.
+    pub record_server_errors: bool,
+    /// `name: error: ...` lines received, the first `MAX_LISTED`.
+    pub server_errors: Vec<String>,
+    pub server_error_count: u64,
 }
 
+/// Longest list of errors or closed connections kept for the report.
+pub const MAX_LISTED: usize = 16;
+
 impl Shared {
+    pub fn note_server_error(&mut self, error: String) {
+        self.server_error_count += 1;
+        if self.server_errors.len() < MAX_LISTED {
+            self.server_errors.push(error);
+        }
+    }
+
     pub fn fail(&mut self, code: i32, message: String) {
         if self.failure.is_none() {
             self.failure = Some(failure(code, message));
