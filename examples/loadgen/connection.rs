@@ -209,8 +209,8 @@ impl Connection {
     fn redis_replies(&mut self, buf: &[u8], now: u64, shared: &mut Shared) -> usize {
         let mut pos = 0;
         loop {
-            if let Some((used, s, e)) = resp::parse_message(&buf[pos..]) {
-                self.on_text(&buf[pos + s..pos + e], now, shared);
+            if let Some((used, start, end)) = resp::parse_message(&buf[pos..]) {
+                self.on_text(&buf[pos + start..pos + end], now, shared);
                 pos += used;
                 continue;
             }
@@ -222,10 +222,10 @@ impl Connection {
                     return buf.len();
                 }
             };
-            let b = &buf[pos..];
+            let reply_bytes = &buf[pos..];
             match reply {
-                Reply::Error(s, e) => {
-                    let text = String::from_utf8_lossy(&b[s..e]);
+                Reply::Error(start, end) => {
+                    let text = String::from_utf8_lossy(&reply_bytes[start..end]);
                     shared.fail(exit_code::PROTOCOL, format!("{}: redis error: {text}", self.name()));
                     return buf.len();
                 }
@@ -240,7 +240,9 @@ impl Connection {
                         }
                     }
                 }
-                Reply::Array(ArrayKind::Message, s, e) => self.on_text(&b[s..e], now, shared),
+                Reply::Array(ArrayKind::Message, start, end) => {
+                    self.on_text(&reply_bytes[start..end], now, shared)
+                }
                 Reply::Array(ArrayKind::Other, _, _) => {}
             }
             pos += used;

@@ -129,24 +129,24 @@ impl LoadGenerator {
             }
         } else {
             let tracks_for = |r: u32| vec![SenderTrack::default(); in_room(flags.senders, r)];
-            for i in 0..flags.receivers {
-                let r = i % rooms;
-                members[r as usize] += 1;
-                conns.push(Connection::new(Role::Receiver, i, r, NO_SENDER, tracks_for(r)));
+            for id in 0..flags.receivers {
+                let room = id % rooms;
+                members[room as usize] += 1;
+                conns.push(Connection::new(Role::Receiver, id, room, NO_SENDER, tracks_for(room)));
             }
-            for s in 0..flags.senders {
-                let r = s % rooms;
-                members[r as usize] += 1;
+            for id in 0..flags.senders {
+                let room = id % rooms;
+                members[room as usize] += 1;
                 let conn = conns.len();
                 if flags.proto == Proto::Redis {
-                    conns.push(Connection::new(Role::Publisher, s, r, s, Vec::new()));
-                    conns.push(Connection::new(Role::SenderSubscriber, s, r, s, tracks_for(r)));
+                    conns.push(Connection::new(Role::Publisher, id, room, id, Vec::new()));
+                    conns.push(Connection::new(Role::SenderSubscriber, id, room, id, tracks_for(room)));
                 } else {
-                    conns.push(Connection::new(Role::Sender, s, r, s, tracks_for(r)));
+                    conns.push(Connection::new(Role::Sender, id, room, id, tracks_for(room)));
                 }
                 senders.push(SenderState {
                     conn,
-                    room: r,
+                    room,
                     sent: 0,
                     echoed: 0,
                     queued_for_top_up: false,

@@ -28,18 +28,18 @@ fn row(key: &str, value: String) {
 impl LoadGenerator {
     /// Keys every mode's JSON line starts with.
     fn base_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
+        let mut json = Map::new();
         let flags = &self.flags;
-        m.insert("proto".into(), format!("{:?}", flags.proto).to_lowercase().into());
-        m.insert("transport".into(), format!("{:?}", flags.transport).to_lowercase().into());
+        json.insert("proto".into(), format!("{:?}", flags.proto).to_lowercase().into());
+        json.insert("transport".into(), format!("{:?}", flags.transport).to_lowercase().into());
         if !flags.label.is_empty() {
-            m.insert("label".into(), flags.label.clone().into());
+            json.insert("label".into(), flags.label.clone().into());
         }
-        m.insert("addr".into(), self.addr.to_string().into());
-        m.insert("rooms".into(), flags.rooms.into());
+        json.insert("addr".into(), self.addr.to_string().into());
+        json.insert("rooms".into(), flags.rooms.into());
         // Other work on the machine skews every figure: say how busy it was.
-        m.insert("loadavg_1m".into(), system::load_average_1m().into());
-        m
+        json.insert("loadavg_1m".into(), system::load_average_1m().into());
+        json
     }
 
     pub fn report_load(&self) {
@@ -51,10 +51,15 @@ impl LoadGenerator {
         let sent = figures.sent_at_end - figures.sent_at_start;
         let expected = self.expected();
         let loss = expected.saturating_sub(stats.received);
-        let h = &self.shared.latency;
+        let latency = &self.shared.latency;
         let us = |ns: u64| ns as f64 / 1e3;
-        let (p50, p99, p999, max, mean) =
-            (us(h.quantile(0.5)), us(h.quantile(0.99)), us(h.quantile(0.999)), us(h.max), us(h.mean()));
+        let (p50, p99, p999, max, mean) = (
+            us(latency.quantile(0.5)),
+            us(latency.quantile(0.99)),
+            us(latency.quantile(0.999)),
+            us(latency.max),
+            us(latency.mean()),
+        );
         let user = figures.own_cpu_after.user - figures.own_cpu_before.user;
         let sys = figures.own_cpu_after.sys - figures.own_cpu_before.sys;
         let gen_cpu = user + sys;
@@ -159,9 +164,9 @@ impl LoadGenerator {
             }
         }
 
-        let mut m = self.base_json();
+        let mut json = self.base_json();
         let mut put = |k: &str, v: Value| {
-            m.insert(k.to_string(), v);
+            json.insert(k.to_string(), v);
         };
         put("mode", mode.into());
         put("receivers", flags.receivers.into());
@@ -216,7 +221,7 @@ impl LoadGenerator {
         put("server_rss_after_kb", after.server_rss_kb.into());
         put("net_backlog_drops", drops.into());
         put("tcp_retrans", retrans.into());
-        println!("{}", Value::Object(m));
+        println!("{}", Value::Object(json));
     }
 
     pub fn report_idle(&self, now: u64) {
@@ -250,22 +255,22 @@ impl LoadGenerator {
                 row("generator RSS", format!("{g} kB"));
             }
         }
-        let mut m = self.base_json();
-        m.insert("mode".into(), "idle".into());
-        m.insert("connections".into(), n.into());
-        m.insert("joined".into(), self.shared.stats.joined.into());
-        m.insert("source_ips".into(), self.source_ips.into());
-        m.insert("connect_s".into(), ((figures.connected_at as f64 / 1e6).round() / 1e3).into());
+        let mut json = self.base_json();
+        json.insert("mode".into(), "idle".into());
+        json.insert("connections".into(), n.into());
+        json.insert("joined".into(), self.shared.stats.joined.into());
+        json.insert("source_ips".into(), self.source_ips.into());
+        json.insert("connect_s".into(), ((figures.connected_at as f64 / 1e6).round() / 1e3).into());
         let verify_ns = figures.barrier_at.saturating_sub(figures.connected_at);
-        m.insert("verify_s".into(), ((verify_ns as f64 / 1e6).round() / 1e3).into());
-        m.insert("server_pid".into(), flags.server_pid.into());
-        m.insert("server_rss_before_kb".into(), before.into());
-        m.insert("server_rss_after_kb".into(), after.into());
-        m.insert("server_bytes_per_conn".into(), per_conn.map(|p| p.round()).into());
-        m.insert("gen_rss_kb".into(), gen_rss.into());
-        m.insert("gen_cpu_s".into(), round3(cpu.user + cpu.sys).into());
-        m.insert("elapsed_s".into(), ((now as f64 / 1e6).round() / 1e3).into());
-        println!("{}", Value::Object(m));
+        json.insert("verify_s".into(), ((verify_ns as f64 / 1e6).round() / 1e3).into());
+        json.insert("server_pid".into(), flags.server_pid.into());
+        json.insert("server_rss_before_kb".into(), before.into());
+        json.insert("server_rss_after_kb".into(), after.into());
+        json.insert("server_bytes_per_conn".into(), per_conn.map(|p| p.round()).into());
+        json.insert("gen_rss_kb".into(), gen_rss.into());
+        json.insert("gen_cpu_s".into(), round3(cpu.user + cpu.sys).into());
+        json.insert("elapsed_s".into(), ((now as f64 / 1e6).round() / 1e3).into());
+        println!("{}", Value::Object(json));
         // The connections are held after this: the line must be out now.
         let _ = io::stdout().flush();
     }
@@ -282,10 +287,15 @@ impl LoadGenerator {
         let expected = self.expected();
         let loss = expected.saturating_sub(stats.received);
         let sent = figures.sent_at_end;
-        let h = &self.shared.latency;
+        let latency = &self.shared.latency;
         let us = |ns: u64| ns as f64 / 1e3;
-        let (p50, p99, p999, max, mean) =
-            (us(h.quantile(0.5)), us(h.quantile(0.99)), us(h.quantile(0.999)), us(h.max), us(h.mean()));
+        let (p50, p99, p999, max, mean) = (
+            us(latency.quantile(0.5)),
+            us(latency.quantile(0.99)),
+            us(latency.quantile(0.999)),
+            us(latency.max),
+            us(latency.mean()),
+        );
         let user = figures.own_cpu_after.user - figures.own_cpu_before.user;
         let sys = figures.own_cpu_after.sys - figures.own_cpu_before.sys;
         let (before, after) = (&figures.system_before, &figures.system_after);
@@ -376,9 +386,9 @@ impl LoadGenerator {
             }
         }
 
-        let mut m = self.base_json();
+        let mut json = self.base_json();
         let mut put = |k: &str, v: Value| {
-            m.insert(k.to_string(), v);
+            json.insert(k.to_string(), v);
         };
         put("mode", "burst".into());
         put("receivers", flags.receivers.into());
@@ -426,6 +436,6 @@ impl LoadGenerator {
         put("burst_closed_connections", burst.closed.clone().into());
         put("burst_server_errors", self.shared.server_error_count.into());
         put("burst_server_error_lines", self.shared.server_errors.clone().into());
-        println!("{}", Value::Object(m));
+        println!("{}", Value::Object(json));
     }
 }

@@ -129,20 +129,20 @@ pub fn parse_reply(b: &[u8]) -> Result<Option<(usize, Reply)>, String> {
                             p = element_next;
                             continue;
                         }
-                        let (s, f) = (element_next, element_next + len as usize);
-                        if f + 2 > b.len() {
+                        let (start, end) = (element_next, element_next + len as usize);
+                        if end + 2 > b.len() {
                             return Ok(None);
                         }
                         if k == 0 {
-                            kind = match &b[s..f] {
+                            kind = match &b[start..end] {
                                 b"message" => ArrayKind::Message,
                                 b"subscribe" => ArrayKind::Subscribe,
                                 _ => ArrayKind::Other,
                             };
                         } else if k == 2 {
-                            third = (s, f);
+                            third = (start, end);
                         }
-                        p = f + 2;
+                        p = end + 2;
                     }
                     b':' | b'+' => p = element_next,
                     b'-' => return Ok(Some((element_next, Reply::Error(p + 1, element_end)))),
