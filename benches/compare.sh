@@ -7,6 +7,7 @@
 #
 #   benches/compare.sh                   # everything, 3 rounds
 #   ROUNDS=5 benches/compare.sh fanout   # only scenarios whose name has "fanout"
+#   ROUNDS=1 benches/compare.sh burst    # only the bursts (machat only)
 #
 # Before/after a change: build the old commit's binary, then
 #   BASELINE=/path/to/old/machat benches/compare.sh fanout-1x1000
@@ -136,5 +137,13 @@ for round in $(seq "$ROUNDS"); do
         solo "idle-$n" --idle "$n" --hold 0
         ws "idle-$n" --idle "$n" --hold 0
     done
+    # Bursts (machat only): one sender writes 16 MB as fast as it can into a
+    # room of 3 receivers, all reading flat out, or one of them at 1 MB/s (a
+    # slow consumer the server may cut: reported, not a failure).
+    solo burst-16m --burst 16000000 --receivers 3 --senders 1 --drain-timeout 30
+    solo burst-16m-slow-reader --burst 16000000 --receivers 3 --senders 1 \
+        --read-rate 1000000 --slow-receivers 1 --drain-timeout 30
+    ws burst-16m-slow-reader --burst 16000000 --receivers 3 --senders 1 \
+        --read-rate 1000000 --slow-receivers 1 --drain-timeout 30
 done
 echo "results: $OUT" >&2

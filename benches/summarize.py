@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Turns benches/compare.sh's JSON lines into the Markdown tables of
-docs/BENCHMARKS.md: medians per scenario and system, and machat/Redis ratios.
+docs/BENCHMARKS.md: medians per scenario and system, and machat/Redis ratios;
+bursts (loadgen --burst) get a table of their own, printed only when the
+results hold some.
 
     python3 benches/summarize.py target/bench/results.jsonl
 """
@@ -35,12 +37,14 @@ def main(path):
             groups[(run["label"], system(run))].append(run)
     labels = sorted({label for label, _ in groups}, key=lambda l: (l.split("-")[0], len(l), l))
     systems = ["machat TCP (baseline)", "machat TCP", "machat WS (baseline)", "machat WS", "Redis"]
+    bursts = {label for (label, _), runs in groups.items() if any(run.get("mode") == "burst" for run in runs)}
+    loads = [label for label in labels if label not in bursts]
 
     print("### Fan-out and latency (medians)\n")
     print("| scenario | server | runs | deliveries/s | server CPU per delivery | generator CPU | "
           "latency p50 / p99 / p999 | loss, dups, reorders |")
     print("|---|---|---|---|---|---|---|---|")
-    for label in labels:
+    for label in loads:
         if label.startswith("idle"):
             continue
         for name in systems:
@@ -58,7 +62,7 @@ def main(path):
     print("| scenario | deliveries/s, machat TCP ÷ Redis | server CPU per delivery, machat TCP ÷ Redis | "
           "p99 latency, machat TCP ÷ Redis | deliveries/s, machat WS ÷ machat TCP |")
     print("|---|---|---|---|---|")
-    for label in labels:
+    for label in loads:
         tcp, ws, redis = (groups.get((label, name)) for name in ("machat TCP", "machat WS", "Redis"))
         if not tcp or label.startswith("idle"):
             continue
@@ -84,6 +88,27 @@ def main(path):
                 print(f"| {label} | {name} | {len(runs)} | {fmt(median(runs, 'server_bytes_per_conn'))} bytes "
                       f"| {fmt(median(runs, 'server_rss_before_kb'))} → {fmt(median(runs, 'server_rss_after_kb'))} KiB |")
 
+    if bursts:
+        print("\n### Bursts (medians; \"n not all\": runs where some bytes were never sent, or some member still connected missed messages)\n")
+        print("| scenario | server | runs | sent | send time | delivered to all still connected | "
+              "messages lost | connections the server closed | longest sender stall | error lines |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for label in labels:
+            if label not in bursts:
+                continue
+            for name in systems:
+                runs = groups.get((label, name))
+                if not runs:
+                    continue
+                unsent = sum(1 for run in runs if not run.get("burst_send_complete"))
+                undelivered = sum(1 for run in runs if run.get("burst_delivered_s") is None)
+                print(f"| {label} | {name} | {len(runs)} | {fmt(median(runs, 'burst_bytes_sent'), 1e6, 1)} MB "
+                      f"| {fmt(median(runs, 'burst_send_s'), 1, 3)} s{f' ({unsent} not all)' if unsent else ''} "
+                      f"| {fmt(median(runs, 'burst_delivered_s'), 1, 3)} s"
+                      f"{f' ({undelivered} not all)' if undelivered else ''} "
+                      f"| {fmt(median(runs, 'loss'))} | {fmt(median(runs, 'burst_server_closed'))} "
+                      f"| {fmt(median(runs, 'burst_sender_stall_max_ms'), 1, 1)} ms "
+                      f"| {sum(run.get('burst_server_errors', 0) for run in runs)} |")
     if any(name.endswith("(baseline)") for _, name in groups):
         print("\n### This build against the baseline (ratio of medians, this ÷ baseline)\n")
         print("| scenario | transport | deliveries/s | server CPU per delivery | p99 latency | "
