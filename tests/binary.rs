@@ -4,114 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread;
-use std::time::Instant;
 
-use common::{TIMEOUT, joined_tcp};
+use common::{MACHAT, Machat, TIMEOUT, joined_tcp};
 use tungstenite::Message;
-
-const MACHAT: &str = env!("CARGO_BIN_EXE_machat");
-
-/// A running `machat` process and its stderr, line by line.
-struct Machat {
-    child: Child,
-    stderr: Receiver<String>,
-    /// Every stderr line read so far.
-    log: Vec<String>,
-}
-
-impl Machat {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(MACHAT)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start machat");
-        let stderr = child.stderr.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Machat { child, stderr: receiver, log: Vec::new() }
-    }
-
-    /// Waits for a log line containing `marker`; returns what follows it.
-    fn wait_log(&mut self, marker: &str) -> String {
-        if let Some(line) = self.log.iter().find(|line| line.contains(marker)) {
-            return after(line, marker);
-        }
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(marker) {
-                        return after(&line, marker);
-                    }
-                }
-                Err(error) => panic!("no log line with {marker:?} ({error}); log so far: {:#?}", self.log),
-            }
-        }
-    }
-
-    /// The addresses the listeners were bound to, from the start-up log.
-    fn addresses(&mut self) -> (SocketAddr, SocketAddr) {
-        let tcp = self.wait_log("listening for TCP clients on ");
-        let ws = self.wait_log("listening for WebSocket clients on ws://");
-        let ws = ws.strip_suffix("/mychat").expect("the WebSocket path is logged");
-        (tcp.parse().expect("a TCP address"), ws.parse().expect("a WebSocket address"))
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
-    }
-
-    /// Waits for the process to exit, then for the end of its stderr.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("machat did not exit; log: {:#?}", self.log);
-            }
-            thread::sleep(std::time::Duration::from_millis(10));
-        };
-        while let Ok(line) = self.stderr.recv_timeout(TIMEOUT) {
-            self.log.push(line);
-        }
-        status
-    }
-}
-
-impl Drop for Machat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn after(line: &str, marker: &str) -> String {
-    let start = line.find(marker).unwrap() + marker.len();
-    line[start..].trim().to_owned()
-}
 
 type WsClient = tungstenite::WebSocket<TcpStream>;
 

@@ -215,6 +215,9 @@ impl Reactor {
             if let Some(reason) = failure.handshake_reason() {
                 self.stats.count_handshake_error(reason);
             }
+            if failure == Failure::PingTimeout {
+                self.stats.ping_timeouts += 1;
+            }
             if self.effects.http_status.is_none() {
                 log::info!("connection {id}: error: {failure}");
             }

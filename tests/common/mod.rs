@@ -5,7 +5,9 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use machat::{Config, Handle, Server, Stats};
@@ -378,5 +380,153 @@ impl HttpReply {
             let (key, value) = line.split_once(':')?;
             key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
         })
+    }
+}
+
+// ===========================================================================
+// The real binary, for tests that need a process of its own (signals,
+// memory, flags).
+// ===========================================================================
+
+pub const MACHAT: &str = env!("CARGO_BIN_EXE_machat");
+
+/// A running `machat` process and its stderr, line by line.
+pub struct Machat {
+    pub child: Child,
+    stderr: Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl Machat {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts machat with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(MACHAT)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start machat");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Machat { child, stderr: receiver, log: Vec::new() }
+    }
+
+    /// Waits for a log line containing `marker`; returns what follows it.
+    pub fn wait_log(&mut self, marker: &str) -> String {
+        if let Some(line) = self.log.iter().find(|line| line.contains(marker)) {
+            return after(line, marker);
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(marker) {
+                        return after(&line, marker);
+                    }
+                }
+                Err(error) => panic!("no log line with {marker:?} ({error}); log so far: {:#?}", self.log),
+            }
+        }
+    }
+
+    /// The addresses the listeners were bound to, from the start-up log.
+    pub fn addresses(&mut self) -> (SocketAddr, SocketAddr) {
+        let tcp = self.wait_log("listening for TCP clients on ");
+        let ws = self.wait_log("listening for WebSocket clients on ws://");
+        let ws = ws.strip_suffix("/mychat").expect("the WebSocket path is logged");
+        (tcp.parse().expect("a TCP address"), ws.parse().expect("a WebSocket address"))
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, then for the end of its stderr.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("machat did not exit; log: {:#?}", self.log);
+            }
+            thread::sleep(std::time::Duration::from_millis(10));
+        };
+        while let Ok(line) = self.stderr.recv_timeout(TIMEOUT) {
+            self.log.push(line);
+        }
+        status
+    }
+}
+
+impl Machat {
+    /// The process's resident memory, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Machat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn after(line: &str, marker: &str) -> String {
+    let start = line.find(marker).unwrap() + marker.len();
+    line[start..].trim().to_owned()
+}
+
+/// Connects with the given socket buffer sizes (set before connecting, so
+/// the TCP window fits them): a small receive buffer makes a client that
+/// stops reading fill up fast, a small send buffer makes a sender feel the
+/// server's back-pressure at once.
+pub fn connect_with_buffers(address: SocketAddr, receive: Option<usize>, send: Option<usize>) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None).expect("socket");
+    if let Some(size) = receive {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    if let Some(size) = send {
+        socket.set_send_buffer_size(size).unwrap();
+    }
+    socket.connect(&address.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+impl TcpClient {
+    /// A client over an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        TcpClient { stream, reader }
     }
 }
