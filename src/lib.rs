@@ -23,6 +23,7 @@ mod event_loop;
 pub mod handshake;
 pub mod http;
 pub mod line_framing;
+pub mod names;
 pub mod output;
 pub mod rooms;
 mod server;
