@@ -26,6 +26,7 @@ pub mod line_framing;
 pub mod names;
 pub mod output;
 pub mod rooms;
+pub mod sanitize;
 mod server;
 pub mod stats;
 pub mod websocket;
