@@ -33,14 +33,15 @@
 //! # Speed
 //!
 //! This runs once per message, never per recipient. Text that is all
-//! printable ASCII (plus TAB) is found by a branch-free scan over 32-byte
-//! blocks that the compiler vectorises, and is copied with one
-//! `extend_from_slice`. Anything else takes the checked path: after the
-//! clean prefix the rest is validated with `std::str::from_utf8` (as
-//! `Batch::push` did), then the same kind of block scan looks for the few
-//! bytes that can start a refused character (ASCII controls, C2, E2) and
-//! the text between them is copied in whole runs, so valid UTF-8 with
-//! nothing refused is still one copy (plus the prefix's).
+//! printable ASCII (plus TAB) is found by a branch-free scan over 64- and
+//! 16-byte blocks that the compiler vectorises, and is copied with one
+//! `extend_from_slice`. Anything else takes the checked path: the text is
+//! validated with `std::str::from_utf8` (as `Batch::push` did), then from
+//! the end of the clean prefix a second block scan looks at each position
+//! with two bytes of look-ahead for the exact byte sequences of refused
+//! characters, and the text between them is copied in whole runs, so valid
+//! UTF-8 with nothing refused is one more vectorised pass and still one
+//! copy.
 
 /// What every refused character and invalid sequence becomes.
 pub const REPLACEMENT: char = char::REPLACEMENT_CHARACTER;
@@ -56,19 +57,18 @@ pub fn is_refused(c: char) -> bool {
 /// Appends `text` to `out` as valid UTF-8 with every refused character
 /// (see [`is_refused`]) and every invalid sequence replaced by U+FFFD.
 pub fn push_sanitized(out: &mut Vec<u8>, text: &[u8]) {
-    let clean = prefix_len::<32>(text, is_plain);
+    let clean = prefix_len(text, is_plain);
     if clean == text.len() {
         out.extend_from_slice(text);
         return;
     }
     out.reserve(text.len());
-    out.extend_from_slice(&text[..clean]);
-    let rest = &text[clean..];
-    match std::str::from_utf8(rest) {
-        Ok(valid) => push_valid(out, valid),
+    match std::str::from_utf8(text) {
+        // The first `clean` bytes need no second look.
+        Ok(valid) => push_valid(out, valid, clean),
         Err(_) => {
-            for chunk in rest.utf8_chunks() {
-                push_valid(out, chunk.valid());
+            for chunk in text.utf8_chunks() {
+                push_valid(out, chunk.valid(), 0);
                 if !chunk.invalid().is_empty() {
                     out.extend_from_slice(REPLACEMENT_UTF8);
                 }
@@ -80,65 +80,127 @@ pub fn push_sanitized(out: &mut Vec<u8>, text: &[u8]) {
 /// Printable ASCII or TAB: the bytes the fast path copies as they are.
 #[inline(always)]
 fn is_plain(byte: u8) -> bool {
-    // `|` and `&`, not `||` and `&&`: no branches, so blocks vectorise.
-    (byte.wrapping_sub(b' ') <= b'~' - b' ') | (byte == b'\t')
+    // 0x20..=0x7E are exactly the bytes that, plus one, are above 0x20 as
+    // signed bytes: one add and one signed compare per vector. `|`, not
+    // `||`: no branches, so blocks vectorise.
+    ((byte.wrapping_add(1) as i8) > 0x20) | (byte == b'\t')
 }
 
-/// In valid UTF-8, the bytes that may start a refused character: ASCII
-/// controls but TAB, and the lead bytes of U+0080–U+009F (C2) and of
-/// U+2028–U+202E and U+2066–U+2069 (E2).
+/// Length of the longest prefix of `text` whose bytes all satisfy `keep`:
+/// 64-byte blocks, then 16-byte blocks, then the last 16 bytes as one block
+/// (overlapping bytes already tested), so that only the first block that
+/// fails, or a text shorter than 16 bytes, is searched byte by byte.
 #[inline(always)]
-fn may_start_refused(byte: u8) -> bool {
-    ((byte < 0x20) & (byte != b'\t')) | (byte == 0x7F) | (byte == 0xC2) | (byte == 0xE2)
-}
-
-/// Length of the longest prefix of `text` whose bytes all satisfy `keep`.
-/// Blocks of `N` bytes are tested without an early exit, which the
-/// compiler turns into vector compares; only a block that fails, and the
-/// short tail, are searched byte by byte.
-#[inline(always)]
-fn prefix_len<const N: usize>(text: &[u8], keep: impl Fn(u8) -> bool + Copy) -> usize {
-    let (blocks, _) = text.as_chunks::<N>();
-    let clean_blocks = blocks
-        .iter()
-        .position(|block| !block.iter().fold(true, |all, &byte| all & keep(byte)))
-        .unwrap_or(blocks.len());
-    let start = clean_blocks * N;
+fn prefix_len(text: &[u8], keep: impl Fn(u8) -> bool + Copy) -> usize {
+    let start = clean_blocks::<64>(text, keep);
+    let start = start + clean_blocks::<16>(&text[start..], keep);
+    if let Some(last) = text.last_chunk::<16>()
+        && start + 16 > text.len()
+        && is_clean(last, keep)
+    {
+        return text.len();
+    }
     start + text[start..].iter().position(|&byte| !keep(byte)).unwrap_or(text.len() - start)
 }
 
-/// Appends valid UTF-8, replacing refused characters: ASCII controls but
-/// TAB, C2 80–C2 9F (C1), E2 80 A8–AE and E2 81 A6–A9 (separators and bidi
-/// controls). Runs between them are copied whole.
-fn push_valid(out: &mut Vec<u8>, text: &str) {
+/// Whether every byte of `block` satisfies `keep`. No early exit, which the
+/// compiler turns into a few vector instructions per 16 bytes.
+#[inline(always)]
+fn is_clean<const N: usize>(block: &[u8; N], keep: impl Fn(u8) -> bool) -> bool {
+    block.iter().fold(true, |all, &byte| all & keep(byte))
+}
+
+/// Bytes in the whole `N`-byte blocks at the start of `text` whose bytes
+/// all satisfy `keep`. A block is tested without an early exit, which the
+/// compiler turns into a few vector instructions per 16 bytes.
+#[inline(always)]
+fn clean_blocks<const N: usize>(text: &[u8], keep: impl Fn(u8) -> bool + Copy) -> usize {
+    let (blocks, _) = text.as_chunks::<N>();
+    let clean = blocks.iter().position(|block| !block.iter().fold(true, |all, &byte| all & keep(byte)));
+    clean.unwrap_or(blocks.len()) * N
+}
+
+/// Appends valid UTF-8, replacing refused characters, which the first
+/// `clean` bytes are known to hold none of. Runs between them are copied
+/// whole.
+fn push_valid(out: &mut Vec<u8>, text: &str, clean: usize) {
     let bytes = text.as_bytes();
     let mut copied = 0;
-    let mut index = 0;
-    loop {
-        index += prefix_len::<16>(&bytes[index..], |byte| !may_start_refused(byte));
-        let Some(&lead) = bytes.get(index) else { break };
-        // Valid UTF-8: a C2 or E2 lead byte has its continuation bytes.
-        let width = match lead {
-            0xC2 if bytes[index + 1] <= 0x9F => 2,
-            0xE2 if matches!(
-                (bytes[index + 1], bytes[index + 2]),
-                (0x80, 0xA8..=0xAE) | (0x81, 0xA6..=0xA9)
-            ) =>
-            {
-                3
-            }
-            0xC2 | 0xE2 => {
-                index += 1;
-                continue;
-            }
-            _ => 1,
-        };
-        out.extend_from_slice(&bytes[copied..index]);
+    let mut from = clean;
+    while let Some(found) = find_refused(bytes, from) {
+        out.extend_from_slice(&bytes[copied..found]);
         out.extend_from_slice(REPLACEMENT_UTF8);
-        index += width;
-        copied = index;
+        // Refused characters are one (ASCII), two (C1) or three bytes long.
+        let width = match bytes[found] {
+            0x00..=0x7F => 1,
+            0xC2 => 2,
+            _ => 3,
+        };
+        copied = found + width;
+        from = copied;
     }
     out.extend_from_slice(&bytes[copied..]);
+}
+
+/// Whether a refused character starts at a byte `b0` followed by `b1` and
+/// `b2` (0 past the end), in valid UTF-8: an ASCII control but TAB, C2
+/// 80–9F (C1), E2 80 A8–AE (U+2028–U+202E) or E2 81 A6–A9 (U+2066–U+2069).
+/// Continuation bytes never match. Branch-free, so blocks vectorise.
+#[inline(always)]
+fn refused_at(b0: u8, b1: u8, b2: u8) -> bool {
+    let ascii_control = ((b0 < 0x20) & (b0 != b'\t')) | (b0 == 0x7F);
+    let c1 = (b0 == 0xC2) & (b1 <= 0x9F);
+    let separator_or_bidi = ((b1 == 0x80) & (b2.wrapping_sub(0xA8) <= 0xAE - 0xA8))
+        | ((b1 == 0x81) & (b2.wrapping_sub(0xA6) <= 0xA9 - 0xA6));
+    ascii_control | c1 | ((b0 == 0xE2) & separator_or_bidi)
+}
+
+/// The first position at or after `from` where [`refused_at`] holds. Tests
+/// 16 positions at a time (with two bytes of look-ahead), so text with
+/// nothing refused is one vectorised pass; the last positions are tested as
+/// one more window that overlaps positions already tested, or, when fewer
+/// than a window's bytes follow `from`, padded to a whole window.
+fn find_refused(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut start = from;
+    while let Some(window) = bytes.get(start..).and_then(|rest| rest.first_chunk::<WINDOW>()) {
+        if let Some(position) = first_in_window(window) {
+            return Some(start + position);
+        }
+        start += POSITIONS;
+    }
+    if start == bytes.len() {
+        return None;
+    }
+    // Spaces never match, as a position or as look-ahead, and a valid text
+    // never ends inside a character, so no match needs look-ahead past the
+    // end: the last two positions can only be ASCII controls or a C1.
+    let last_two = || {
+        let at = |k: usize| refused_at(bytes[k], bytes.get(k + 1).copied().unwrap_or(b' '), b' ');
+        (start.max(bytes.len().saturating_sub(2))..bytes.len()).find(|&k| at(k))
+    };
+    if bytes.len() - from >= WINDOW {
+        let last = bytes.last_chunk::<WINDOW>().expect("checked above");
+        let first = bytes.len() - WINDOW;
+        // Positions before `start` in this window were clean.
+        return first_in_window(last).map(|k| first + k).filter(|&k| k >= start).or_else(last_two);
+    }
+    let rest = &bytes[start..];
+    let mut padded = [b' '; WINDOW];
+    padded[..rest.len()].copy_from_slice(rest);
+    first_in_window(&padded).map(|k| start + k).or_else(last_two)
+}
+
+/// Positions tested together by [`find_refused`].
+const POSITIONS: usize = 16;
+/// Bytes those positions need: two of look-ahead.
+const WINDOW: usize = POSITIONS + 2;
+
+/// The first of the window's [`POSITIONS`] where a refused character starts.
+#[inline(always)]
+fn first_in_window(window: &[u8; WINDOW]) -> Option<usize> {
+    let at = |k: usize| refused_at(window[k], window[k + 1], window[k + 2]);
+    // No early exit while testing, so this is a few vector instructions.
+    if (0..POSITIONS).fold(false, |any, k| any | at(k)) { (0..POSITIONS).find(|&k| at(k)) } else { None }
 }
 
 #[cfg(test)]
@@ -254,8 +316,25 @@ mod tests {
         for byte in 0..=u8::MAX {
             let c = char::from(byte);
             assert_eq!(is_plain(byte), byte.is_ascii() && !is_refused(c), "{byte:#04x}");
-            let may = byte.is_ascii() && is_refused(c) || byte == 0xC2 || byte == 0xE2;
-            assert_eq!(may_start_refused(byte), may, "{byte:#04x}");
+            if byte.is_ascii() {
+                assert_eq!(refused_at(byte, 0, 0), is_refused(c), "{byte:#04x}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_length_and_position_around_the_blocks() {
+        for len in 0..=150 {
+            let clean: Vec<u8> = (0..len).map(|i| b"ab\tcd"[i % 5]).collect();
+            assert_eq!(sanitized(&clean).as_bytes(), clean);
+            for at in 0..len {
+                for bad in ["\x1b", "\x7f", "é", "\u{85}", "\u{202e}", "☕", "\u{2029}"] {
+                    let mut text = clean[..at].to_vec();
+                    text.extend_from_slice(bad.as_bytes());
+                    text.extend_from_slice(&clean[at..]);
+                    assert_eq!(sanitized(&text), model(&text), "{len} {at} {bad:?}");
+                }
+            }
         }
     }
 
