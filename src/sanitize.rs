@@ -111,13 +111,11 @@ fn is_clean<const N: usize>(block: &[u8; N], keep: impl Fn(u8) -> bool) -> bool 
 }
 
 /// Bytes in the whole `N`-byte blocks at the start of `text` whose bytes
-/// all satisfy `keep`. A block is tested without an early exit, which the
-/// compiler turns into a few vector instructions per 16 bytes.
+/// all satisfy `keep`.
 #[inline(always)]
 fn clean_blocks<const N: usize>(text: &[u8], keep: impl Fn(u8) -> bool + Copy) -> usize {
     let (blocks, _) = text.as_chunks::<N>();
-    let clean = blocks.iter().position(|block| !block.iter().fold(true, |all, &byte| all & keep(byte)));
-    clean.unwrap_or(blocks.len()) * N
+    blocks.iter().position(|block| !is_clean(block, keep)).unwrap_or(blocks.len()) * N
 }
 
 /// Appends valid UTF-8, replacing refused characters, which the first
@@ -143,7 +141,7 @@ fn push_valid(out: &mut Vec<u8>, text: &str, clean: usize) {
 }
 
 /// Whether a refused character starts at a byte `b0` followed by `b1` and
-/// `b2` (0 past the end), in valid UTF-8: an ASCII control but TAB, C2
+/// `b2` (callers pass spaces past the end), in valid UTF-8: an ASCII control but TAB, C2
 /// 80–9F (C1), E2 80 A8–AE (U+2028–U+202E) or E2 81 A6–A9 (U+2066–U+2069).
 /// Continuation bytes never match. Branch-free, so blocks vectorise.
 #[inline(always)]
