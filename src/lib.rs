@@ -40,6 +40,8 @@ mod http;
 #[allow(missing_docs)]
 mod line_framing;
 #[allow(missing_docs)]
+mod names;
+#[allow(missing_docs)]
 mod output;
 mod pages;
 #[allow(missing_docs)]
@@ -47,6 +49,8 @@ mod parse;
 mod reactor;
 #[allow(missing_docs)]
 mod rooms;
+#[allow(missing_docs)]
+mod sanitize;
 #[allow(missing_docs)]
 mod session;
 #[allow(missing_docs)]
@@ -85,8 +89,14 @@ pub mod internal {
     pub mod parse {
         pub use crate::parse::*;
     }
+    pub mod names {
+        pub use crate::names::*;
+    }
     pub mod rooms {
         pub use crate::rooms::*;
+    }
+    pub mod sanitize {
+        pub use crate::sanitize::*;
     }
     pub mod session {
         pub use crate::session::*;
