@@ -160,11 +160,12 @@ impl BufferPool {
 pub struct OutputBuffer {
     bytes: Vec<u8>,
     written: usize,
-    /// The end offset of each append not yet written past. Every append is
-    /// whole messages (lines, frames, a response), so each is a message
-    /// boundary: a queue cut at one never tears a line or a frame. At most
-    /// one entry per append; the front one is the first boundary at or
-    /// after `written`.
+    /// Where earlier appends ended, for those not yet written past. Every
+    /// append is whole messages (lines, frames, a response), so each end is
+    /// a message boundary: a queue cut at one never tears a line or a
+    /// frame. The end of the last append is `bytes.len()` and is not
+    /// stored, so a queue that is written before the next append comes
+    /// (the common case) never allocates here.
     ends: VecDeque<usize>,
 }
 
@@ -271,11 +272,11 @@ impl Output {
                     buffer.written = 0;
                     buffer.ends.iter_mut().for_each(|end| *end -= written);
                 }
+                buffer.ends.push_back(buffer.bytes.len());
                 (buffer, Appended::Behind)
             }
         };
         buffer.bytes.extend_from_slice(data);
-        buffer.ends.push_back(buffer.bytes.len());
         Ok(appended)
     }
 
@@ -289,7 +290,6 @@ impl Output {
         let dropped = buffer.bytes.len() - boundary;
         buffer.bytes.truncate(boundary);
         buffer.ends.clear();
-        buffer.ends.push_back(boundary);
         dropped
     }
 

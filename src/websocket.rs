@@ -116,14 +116,13 @@ impl std::fmt::Display for WsError {
 /// One server-side WebSocket session.
 pub struct WsSession {
     context: WebSocketContext,
-    config: WebSocketConfig,
+    /// What a fresh context is made from.
+    limits: WsLimits,
     /// Where the peer's byte stream is, frame by frame: what tungstenite
     /// holds, and when it holds nothing.
     scanner: FrameScanner,
     /// The largest frame fed since tungstenite's buffers were last new.
     largest_frame: u64,
-    /// The read buffer size tungstenite starts with.
-    read_buffer: usize,
 }
 
 impl std::fmt::Debug for WsSession {
@@ -134,26 +133,27 @@ impl std::fmt::Debug for WsSession {
 
 impl WsSession {
     pub fn new(limits: WsLimits) -> Self {
-        let config = WebSocketConfig::default()
+        WsSession {
+            context: WebSocketContext::new(Role::Server, Some(Self::config(&limits))),
+            limits,
+            scanner: FrameScanner::default(),
+            largest_frame: 0,
+        }
+    }
+
+    fn config(limits: &WsLimits) -> WebSocketConfig {
+        WebSocketConfig::default()
             .read_buffer_size(limits.read_buffer)
             .write_buffer_size(limits.write_buffer)
             .max_write_buffer_size(limits.max_write_buffer.max(limits.write_buffer + 1))
             .max_message_size(Some(limits.max_message))
-            .max_frame_size(Some(limits.max_message));
-        WsSession {
-            context: WebSocketContext::new(Role::Server, Some(config)),
-            config,
-            scanner: FrameScanner::default(),
-            largest_frame: 0,
-            read_buffer: limits.read_buffer,
-        }
+            .max_frame_size(Some(limits.max_message))
     }
 
     /// Changes the largest message accepted from now on (the handshake
     /// message has a smaller cap than chat messages).
     pub fn set_max_message(&mut self, max_message: usize) {
-        self.config.max_message_size = Some(max_message);
-        self.config.max_frame_size = Some(max_message);
+        self.limits.max_message = max_message;
         self.context.set_config(|config| {
             config.max_message_size = Some(max_message);
             config.max_frame_size = Some(max_message);
@@ -211,8 +211,8 @@ impl WsSession {
     /// took formed frames it has handled, and no message is half done), a
     /// fresh context costs nothing to switch to and gives that memory back.
     fn shrink_when_idle(&mut self) {
-        if self.largest_frame as usize > self.read_buffer && self.scanner.at_rest() {
-            self.context = WebSocketContext::new(Role::Server, Some(self.config));
+        if self.largest_frame > self.limits.read_buffer as u64 && self.scanner.at_rest() {
+            self.context = WebSocketContext::new(Role::Server, Some(Self::config(&self.limits)));
             self.largest_frame = 0;
         }
     }
@@ -223,20 +223,20 @@ impl WsSession {
 /// the frames of an unfinished (fragmented) message.
 #[derive(Debug, Default)]
 struct FrameScanner {
-    /// The header being read: its bytes so far.
-    header: [u8; 14],
-    header_len: usize,
     /// Payload bytes of the current frame still to come; `None` while
     /// reading a header.
     payload_left: Option<u64>,
-    /// Whether the current frame is a data frame (text, binary or
-    /// continuation) and whether it ends its message.
-    data: bool,
-    fin: bool,
     /// Bytes of the current frame so far, header included.
     frame_bytes: usize,
     /// Bytes of the earlier frames of the unfinished message.
     message_bytes: usize,
+    /// The header being read: its bytes so far.
+    header: [u8; 14],
+    header_len: u8,
+    /// Whether the current frame is a data frame (text, binary or
+    /// continuation) and whether it ends its message.
+    data: bool,
+    fin: bool,
 }
 
 impl FrameScanner {
@@ -246,7 +246,7 @@ impl FrameScanner {
         while !bytes.is_empty() {
             match self.payload_left {
                 None => {
-                    self.header[self.header_len] = bytes[0];
+                    self.header[usize::from(self.header_len)] = bytes[0];
                     self.header_len += 1;
                     self.frame_bytes += 1;
                     bytes = &bytes[1..];
@@ -271,7 +271,7 @@ impl FrameScanner {
 
     /// The payload length once the header is complete.
     fn header_complete(&mut self) -> Option<u64> {
-        let header = &self.header[..self.header_len];
+        let header = &self.header[..usize::from(self.header_len)];
         if header.len() < 2 {
             return None;
         }
