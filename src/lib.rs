@@ -34,6 +34,8 @@ mod failure;
 #[allow(missing_docs)]
 mod handshake;
 #[allow(missing_docs)]
+mod history;
+#[allow(missing_docs)]
 mod http;
 #[allow(missing_docs)]
 mod line_framing;
@@ -67,6 +69,9 @@ pub mod internal {
     }
     pub mod handshake {
         pub use crate::handshake::*;
+    }
+    pub mod history {
+        pub use crate::history::*;
     }
     pub mod http {
         pub use crate::http::*;
