@@ -17,7 +17,7 @@
 //! fills the ring before the server listens.
 
 pub mod ring;
-// store: next commit
+pub mod store;
 
 pub use ring::{Entry, History, HistoryStats, Limits, LineView, Replay, RoomSummary};
-
+pub use store::{Closed, Loaded, LoadedRoom, Store, StoreError, StoreOptions, StoreStats};
