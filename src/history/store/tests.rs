@@ -184,6 +184,30 @@ fn history_store_keeps_at_most_the_line_cap_per_room() {
 }
 
 #[test]
+fn history_store_trims_rooms_left_over_by_a_larger_history_count() {
+    let dir = TempDir::new("sweep");
+    let path = dir.file("history.db");
+    let (store, _) = open(&path, &StoreOptions { lines: 10, ..StoreOptions::default() });
+    let lines = vec!["ann:line\n"; 10];
+    assert!(send(&store, "a", 1, now(), &lines));
+    assert!(send(&store, "b", 11, now(), &lines[..2]));
+    close(store);
+    assert_eq!(rows(&path).len(), 12);
+
+    let options =
+        StoreOptions { lines: 3, prune_interval: Duration::from_millis(5), ..StoreOptions::default() };
+    let (store, loaded) = open(&path, &options);
+    assert_eq!(loaded.lines(), 5, "loading already takes the latest 3 only");
+    wait_until("the sweep trims room a", || store.stats().pruned_by_count == 7);
+    close(store);
+    let seqs: Vec<(String, i64)> = rows(&path).into_iter().map(|(room, seq, _)| (room, seq)).collect();
+    assert_eq!(
+        seqs,
+        [("a".into(), 8), ("a".into(), 9), ("a".into(), 10), ("b".into(), 11), ("b".into(), 12)]
+    );
+}
+
+#[test]
 fn history_store_trimming_keeps_pace_with_writing() {
     let dir = TempDir::new("pace");
     let path = dir.file("history.db");
@@ -228,10 +252,11 @@ fn history_store_deletes_and_does_not_load_lines_past_the_retention_age() {
     assert_eq!(rows(&path).len(), 4);
 
     // ...but are not loaded once a retention age says they are too old,
-    // and the writer deletes them.
+    // and the writer deletes them, two rows a step.
     let options = StoreOptions {
         retention: Some(hour),
         prune_interval: Duration::from_millis(5),
+        prune_rows: 2,
         ..StoreOptions::default()
     };
     let (store, loaded) = open(&path, &options);
