@@ -36,6 +36,8 @@ mod flow;
 #[allow(missing_docs)]
 mod handshake;
 #[allow(missing_docs)]
+mod history;
+#[allow(missing_docs)]
 mod http;
 #[allow(missing_docs)]
 mod line_framing;
@@ -76,6 +78,9 @@ pub mod internal {
     }
     pub mod handshake {
         pub use crate::handshake::*;
+    }
+    pub mod history {
+        pub use crate::history::*;
     }
     pub mod http {
         pub use crate::http::*;
