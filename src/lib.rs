@@ -54,6 +54,8 @@ mod sanitize;
 #[allow(missing_docs)]
 mod session;
 #[allow(missing_docs)]
+mod tls;
+#[allow(missing_docs)]
 mod websocket;
 
 pub use config::{Config, ConfigError};
@@ -100,6 +102,9 @@ pub mod internal {
     }
     pub mod session {
         pub use crate::session::*;
+    }
+    pub mod tls {
+        pub use crate::tls::*;
     }
     pub mod websocket {
         pub use crate::websocket::*;
