@@ -10,6 +10,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use machat::internal::tls::TlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, date_time_ymd};
@@ -45,7 +46,12 @@ impl TestPki {
         let dir = tempfile::tempdir().expect("a temp dir for certificates");
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "machat test CA");
+        // A name of its own: a client given another test's CA then finds no
+        // issuer (UnknownIssuer), as with a real stranger's certificate,
+        // rather than an issuer of the same name whose signature fails.
+        static CA_NUMBER: AtomicUsize = AtomicUsize::new(1);
+        let ca_name = format!("machat test CA {}", CA_NUMBER.fetch_add(1, Ordering::Relaxed));
+        params.distinguished_name.push(DnType::CommonName, ca_name);
         let key = KeyPair::generate().unwrap();
         let ca_cert = params.self_signed(&key).unwrap();
         let ca_path = dir.path().join("ca.pem");
