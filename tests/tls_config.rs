@@ -112,7 +112,7 @@ fn a_client_that_does_not_trust_the_certificate_counts_as_bad_certificate() {
     let stranger = TestPki::new();
     let loaded = load(&pki.files).unwrap();
     let (address, server) = serve_one(loaded.line.clone(), echo_lines);
-    let error = connect(address, stranger.client_config(), "localhost").err().expect("refused");
+    let error = connect(address, stranger.client_config(), "localhost").expect_err("refused");
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
     assert_eq!(server.join().unwrap().unwrap_err(), TlsFailure::BadCertificate);
 }
