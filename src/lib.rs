@@ -56,6 +56,8 @@ mod sanitize;
 #[allow(missing_docs)]
 mod session;
 #[allow(missing_docs)]
+mod tls;
+#[allow(missing_docs)]
 mod websocket;
 
 pub use config::{Config, ConfigError};
@@ -105,6 +107,9 @@ pub mod internal {
     }
     pub mod session {
         pub use crate::session::*;
+    }
+    pub mod tls {
+        pub use crate::tls::*;
     }
     pub mod websocket {
         pub use crate::websocket::*;

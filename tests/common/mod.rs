@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use machat::{Config, Handle, Server, Stats};
 
+pub mod tls;
+
 /// Upper bound for any single wait in a test.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
