@@ -48,6 +48,15 @@ pub struct Config {
     /// Silence after which a WebSocket member is pinged; one more interval
     /// without any frame closes it. Zero turns pings off.
     pub ws_ping_interval: Duration,
+    /// HTTPS and `wss://` listen address (the WebSocket port's routes over
+    /// TLS); needs `tls_cert` and `tls_key`.
+    pub wss: Option<String>,
+    /// Line protocol over TLS listen address; needs `tls_cert` and `tls_key`.
+    pub tcp_tls: Option<String>,
+    /// PEM certificate chain (leaf first) for the TLS listeners.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for the TLS listeners.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -68,6 +77,10 @@ impl Default for Config {
             ws_write_buffer: Config::DEFAULT_WS_WRITE_BUFFER,
             tcp_keepalive: Config::DEFAULT_TCP_KEEPALIVE,
             ws_ping_interval: Config::DEFAULT_WS_PING_INTERVAL,
+            wss: None,
+            tcp_tls: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -120,14 +133,34 @@ impl Config {
     /// refuses one that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let refuse = |message: &str| Err(ConfigError(message.to_owned()));
-        if self.tcp.is_none() && self.ws.is_none() {
-            return refuse("both listeners are turned off");
+        if self.tcp.is_none() && self.ws.is_none() && self.wss.is_none() && self.tcp_tls.is_none() {
+            return refuse("every listener is turned off");
+        }
+        let tls_listener = self.wss.is_some() || self.tcp_tls.is_some();
+        match (tls_listener, &self.tls_cert, &self.tls_key) {
+            (true, None, _) | (true, _, None) => {
+                return refuse("--wss and --tcp-tls need a certificate and its key (--tls-cert, --tls-key)");
+            }
+            (false, Some(_), _) | (false, _, Some(_)) => {
+                return refuse("--tls-cert and --tls-key need a TLS listener (--wss or --tcp-tls)");
+            }
+            _ => {}
         }
         if !self.ws_path.starts_with('/') {
             return refuse("--ws-path must start with '/'");
         }
         self.flow_limits()?;
         Ok(())
+    }
+
+    /// The certificate and key files, when TLS is on.
+    pub(crate) fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) if self.wss.is_some() || self.tcp_tls.is_some() => {
+                Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone() })
+            }
+            _ => None,
+        }
     }
 
     /// The flow-control marks this configuration gives.

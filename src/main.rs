@@ -60,6 +60,18 @@ struct Cli {
     /// Seconds of idle before TCP keepalive probes (0: off)
     #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_TCP_KEEPALIVE.as_secs_f64())]
     tcp_keepalive: f64,
+    /// HTTPS and wss:// listen address (the WebSocket port's routes over TLS) [default: off]
+    #[arg(long, value_name = "ADDR")]
+    wss: Option<String>,
+    /// Line protocol over TLS listen address [default: off]
+    #[arg(long, value_name = "ADDR")]
+    tcp_tls: Option<String>,
+    /// PEM certificate chain for the TLS listeners (leaf first); SIGHUP reloads it
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for the TLS listeners; SIGHUP reloads it
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
     /// Seconds of WebSocket silence before a ping; no answer within as long again closes (0: off)
     #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_WS_PING_INTERVAL.as_secs_f64())]
     ws_ping_interval: f64,
@@ -87,6 +99,10 @@ impl Cli {
             ws_write_buffer: self.ws_write_buffer,
             tcp_keepalive: seconds("tcp-keepalive", self.tcp_keepalive)?,
             ws_ping_interval: seconds("ws-ping-interval", self.ws_ping_interval)?,
+            wss: self.wss,
+            tcp_tls: self.tcp_tls,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         };
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)
@@ -126,6 +142,12 @@ fn main() {
     if let Some(address) = server.ws_addr() {
         log::info!("listening for WebSocket clients on ws://{address}{ws_path}");
     }
+    if let Some(address) = server.wss_addr() {
+        log::info!("listening for HTTPS and WebSocket clients on wss://{address}{ws_path}");
+    }
+    if let Some(address) = server.tcp_tls_addr() {
+        log::info!("listening for TLS line clients on {address}");
+    }
     if let Err(error) = stop_on_signals(server.handle()) {
         log::warn!("cannot handle signals: {error}");
     }
@@ -135,19 +157,27 @@ fn main() {
     }
 }
 
-/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at
+/// once. SIGHUP reloads the TLS certificate and key (on this thread: the
+/// event loop never reads the disk).
 fn stop_on_signals(handle: Handle) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut received = signals.forever();
-        if let Some(signal) = received.next() {
-            log::info!("received signal {signal}; shutting down");
-            handle.shutdown();
-        }
-        if let Some(signal) = received.next() {
-            log::warn!("received signal {signal} again; exiting now");
-            std::process::exit(1);
+        let mut stops = 0;
+        for signal in signals.forever() {
+            if signal == SIGHUP {
+                handle.reload_tls();
+                continue;
+            }
+            stops += 1;
+            if stops == 1 {
+                log::info!("received signal {signal}; shutting down");
+                handle.shutdown();
+            } else {
+                log::warn!("received signal {signal} again; exiting now");
+                std::process::exit(1);
+            }
         }
     })?;
     Ok(())

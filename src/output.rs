@@ -243,6 +243,10 @@ impl Output {
         matches!(self, Output::Blocked(_))
     }
 
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Output::Pending(_))
+    }
+
     /// Capacity of the buffer held, if any.
     pub fn capacity(&self) -> usize {
         match self {

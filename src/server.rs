@@ -3,8 +3,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use mio::{Poll, Waker};
 
@@ -12,12 +13,19 @@ use crate::config::Config;
 use crate::reactor::{Listener, Reactor, WAKER};
 use crate::rooms::Transport;
 use crate::stats::{SharedStats, Stats};
+use crate::tls::{Loaded, Reloadable, TlsListener};
+
+/// Reloaded certificates waiting for the loop to take them. A few at most:
+/// a burst of SIGHUPs needs only the newest.
+const TLS_RELOADS_QUEUED: usize = 4;
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     reactor: Reactor,
     tcp_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
+    wss_addr: Option<SocketAddr>,
+    tcp_tls_addr: Option<SocketAddr>,
     handle: Handle,
 }
 
@@ -28,6 +36,10 @@ pub struct Handle {
     waker: Arc<Waker>,
     shutdown_requested: Arc<AtomicBool>,
     stats: Arc<SharedStats>,
+    /// The TLS files and what was last loaded from them, when TLS is on;
+    /// reloads happen on the caller's thread, never on the loop's.
+    tls: Option<Arc<Mutex<Reloadable>>>,
+    tls_reloads: SyncSender<Loaded>,
 }
 
 impl Server {
@@ -39,24 +51,41 @@ impl Server {
         config.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        // The certificate is checked before any listener opens: a bad
+        // file refuses to start, naming it.
+        let tls = match config.tls_files() {
+            Some(files) => Some(
+                Reloadable::load(files)
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
+            ),
+            None => None,
+        };
         let mut listeners = Vec::new();
-        let mut tcp_addr = None;
-        let mut ws_addr = None;
-        if let Some(address) = &config.tcp {
-            let listener = Listener::bind(address, Transport::Tcp)?;
-            tcp_addr = Some(listener.local_addr()?);
+        let mut bind = |address: &Option<String>, transport, tls| -> io::Result<Option<SocketAddr>> {
+            let Some(address) = address else { return Ok(None) };
+            let listener = Listener::bind(address, transport, tls)?;
+            let local = listener.local_addr()?;
             listeners.push(listener);
-        }
-        if let Some(address) = &config.ws {
-            let listener = Listener::bind(address, Transport::WebSocket)?;
-            ws_addr = Some(listener.local_addr()?);
-            listeners.push(listener);
-        }
+            Ok(Some(local))
+        };
+        let tcp_addr = bind(&config.tcp, Transport::Tcp, None)?;
+        let ws_addr = bind(&config.ws, Transport::WebSocket, None)?;
+        let wss_addr = bind(&config.wss, Transport::WebSocket, Some(TlsListener::Wss))?;
+        let tcp_tls_addr = bind(&config.tcp_tls, Transport::Tcp, Some(TlsListener::TcpTls))?;
         let stats = Arc::new(SharedStats::default());
         let shutdown_requested = Arc::new(AtomicBool::new(false));
-        let handle = Handle { waker, shutdown_requested: shutdown_requested.clone(), stats: stats.clone() };
-        let reactor = Reactor::new(poll, listeners, config, stats, shutdown_requested)?;
-        Ok(Server { reactor, tcp_addr, ws_addr, handle })
+        let (tls_reloads, reloaded): (SyncSender<Loaded>, Receiver<Loaded>) =
+            std::sync::mpsc::sync_channel(TLS_RELOADS_QUEUED);
+        let loaded = tls.as_ref().map(|tls| tls.current().clone());
+        let handle = Handle {
+            waker,
+            shutdown_requested: shutdown_requested.clone(),
+            stats: stats.clone(),
+            tls: tls.map(|tls| Arc::new(Mutex::new(tls))),
+            tls_reloads,
+        };
+        let reactor = Reactor::new(poll, listeners, config, stats, shutdown_requested, loaded, reloaded)?;
+        Ok(Server { reactor, tcp_addr, ws_addr, wss_addr, tcp_tls_addr, handle })
     }
 
     /// The address the TCP listener is bound to, if it is on.
@@ -67,6 +96,16 @@ impl Server {
     /// The address the WebSocket listener is bound to, if it is on.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws_addr
+    }
+
+    /// The address the HTTPS / `wss://` listener is bound to, if it is on.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
+    }
+
+    /// The address the line-protocol TLS listener is bound to, if it is on.
+    pub fn tcp_tls_addr(&self) -> Option<SocketAddr> {
+        self.tcp_tls_addr
     }
 
     /// A handle to stop the server or read its counters from any thread.
@@ -89,6 +128,43 @@ impl Handle {
         self.shutdown_requested.store(true, Ordering::Release);
         if let Err(error) = self.waker.wake() {
             log::error!("cannot wake the event loop: {error}");
+        }
+    }
+
+    /// Reads the TLS certificate and key again (on this thread) and, if
+    /// they pass every check, gives them to the loop for new connections;
+    /// existing connections keep theirs. A bad file keeps the old
+    /// certificate and logs an error. Does nothing without TLS. The
+    /// binary calls this on SIGHUP.
+    pub fn reload_tls(&self) {
+        let Some(tls) = &self.tls else {
+            log::info!("no TLS listener: nothing to reload");
+            return;
+        };
+        let mut tls = match tls.lock() {
+            Ok(tls) => tls,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let files = tls.files().clone();
+        match tls.reload() {
+            Ok(loaded) => {
+                log::info!(
+                    "reloaded TLS certificate {} ({}) and key {} for new connections",
+                    files.cert.display(),
+                    loaded.subject,
+                    files.key.display()
+                );
+                match self.tls_reloads.try_send(loaded.clone()) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    Err(TrySendError::Full(_)) => {
+                        log::warn!("TLS reloads are coming faster than the loop takes them")
+                    }
+                }
+                if let Err(error) = self.waker.wake() {
+                    log::error!("cannot wake the event loop: {error}");
+                }
+            }
+            Err(error) => log::error!("TLS reload failed, keeping the certificate loaded before: {error}"),
         }
     }
 

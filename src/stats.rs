@@ -6,11 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow::CutReason;
 use crate::handshake::HandshakeReason;
+use crate::tls::{TlsFailure, TlsListener};
 
 /// Handshake failure kinds counted in [`Stats::handshake_errors`].
 const HANDSHAKE_REASONS: usize = HandshakeReason::ALL.len();
 /// Reasons a slow consumer is cut, counted in [`Stats::cuts`].
 const CUT_REASONS: usize = CutReason::ALL.len();
+/// TLS listeners, counted in [`Stats::tls_connections`].
+const TLS_LISTENERS: usize = TlsListener::ALL.len();
+/// Kinds of TLS handshake failure, counted in [`Stats::tls_failures`].
+const TLS_FAILURES: usize = TlsFailure::ALL.len();
 
 /// HTTP statuses counted in [`Stats::http_responses`], which has one more
 /// slot at the end for any other status.
@@ -30,6 +35,10 @@ macro_rules! counters {
             pub http_responses: [u64; HTTP_SLOTS],
             /// Slow consumers cut, by reason, in [`Stats::CUT_LABELS`] order.
             pub cuts: [u64; CUT_REASONS],
+            /// Gauge: open TLS connections by listener (`wss`, `tcp_tls`).
+            pub tls_connections: [u64; TLS_LISTENERS],
+            /// TLS handshakes that failed, by kind, in [`Stats::TLS_FAILURE_LABELS`] order.
+            pub tls_failures: [u64; TLS_FAILURES],
         }
 
         /// The published copy, readable from any thread.
@@ -39,6 +48,8 @@ macro_rules! counters {
             handshake_errors: [AtomicU64; HANDSHAKE_REASONS],
             http_responses: [AtomicU64; HTTP_SLOTS],
             cuts: [AtomicU64; CUT_REASONS],
+            tls_connections: [AtomicU64; TLS_LISTENERS],
+            tls_failures: [AtomicU64; TLS_FAILURES],
         }
 
         impl SharedStats {
@@ -53,6 +64,12 @@ macro_rules! counters {
                 for (shared, &value) in self.cuts.iter().zip(&stats.cuts) {
                     shared.store(value, Ordering::Relaxed);
                 }
+                for (shared, &value) in self.tls_connections.iter().zip(&stats.tls_connections) {
+                    shared.store(value, Ordering::Relaxed);
+                }
+                for (shared, &value) in self.tls_failures.iter().zip(&stats.tls_failures) {
+                    shared.store(value, Ordering::Relaxed);
+                }
             }
 
             pub(crate) fn snapshot(&self) -> Stats {
@@ -61,6 +78,8 @@ macro_rules! counters {
                     handshake_errors: self.handshake_errors.each_ref().map(|v| v.load(Ordering::Relaxed)),
                     http_responses: self.http_responses.each_ref().map(|v| v.load(Ordering::Relaxed)),
                     cuts: self.cuts.each_ref().map(|v| v.load(Ordering::Relaxed)),
+                    tls_connections: self.tls_connections.each_ref().map(|v| v.load(Ordering::Relaxed)),
+                    tls_failures: self.tls_failures.each_ref().map(|v| v.load(Ordering::Relaxed)),
                 }
             }
         }
@@ -127,6 +146,11 @@ counters! {
     /// Gauge: the largest single connection's queued output (refreshed
     /// at most four times a second).
     largest_queue,
+    /// Total: TLS handshakes completed.
+    tls_handshakes,
+    /// Total: milliseconds from accept to a completed TLS handshake, over
+    /// all of them (divide by `tls_handshakes` for the mean).
+    tls_handshake_ms,
     /// Total: times accepting paused because descriptors ran out.
     accept_pauses,
     /// Total: loop turns (wake-ups from poll).
@@ -161,6 +185,26 @@ impl Stats {
         }
         labels
     };
+
+    /// The `reason` labels of `machat_tls_handshake_failures_total`, in
+    /// the order of [`Stats::tls_failures`].
+    pub const TLS_FAILURE_LABELS: [&str; TLS_FAILURES] = {
+        let mut labels = [""; TLS_FAILURES];
+        let mut slot = 0;
+        while slot < TLS_FAILURES {
+            labels[slot] = TlsFailure::ALL[slot].label();
+            slot += 1;
+        }
+        labels
+    };
+
+    /// TLS handshake failures labelled `label` (see [`Stats::TLS_FAILURE_LABELS`]).
+    pub fn tls_failures_for(&self, label: &str) -> u64 {
+        Self::TLS_FAILURE_LABELS
+            .iter()
+            .position(|&known| known == label)
+            .map_or(0, |slot| self.tls_failures[slot])
+    }
 
     pub(crate) fn count_cut(&mut self, reason: CutReason) {
         self.slow_consumers += 1;

@@ -17,9 +17,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Connection, Reactor, ServerState};
+use super::{Connection, Reactor, ServerState, TlsState};
 use crate::rooms::{ConnId, Transport};
 use crate::session::Session;
+use crate::tls::TlsListener;
 
 /// How long to wait before trying `accept` again after running out of
 /// descriptors (closing a connection retries sooner).
@@ -33,12 +34,16 @@ const LISTEN_BACKLOG: i32 = 4096;
 
 pub(crate) const TCP_LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WS_LISTENER: Token = Token(usize::MAX - 2);
+pub(crate) const TCP_TLS_LISTENER: Token = Token(usize::MAX - 3);
+pub(crate) const WSS_LISTENER: Token = Token(usize::MAX - 4);
 
 /// A listening socket and whether it is accepting.
 #[derive(Debug)]
 pub(crate) struct Listener {
     socket: TcpListener,
     transport: Transport,
+    /// Which TLS configuration its connections get, if it is a TLS port.
+    tls: Option<TlsListener>,
     state: Accepting,
 }
 
@@ -60,11 +65,15 @@ enum Accepting {
 impl Listener {
     /// Binds the first address `address` resolves to that can be bound
     /// (`localhost` may resolve to both 127.0.0.1 and ::1).
-    pub(crate) fn bind(address: &str, transport: Transport) -> io::Result<Listener> {
+    pub(crate) fn bind(
+        address: &str,
+        transport: Transport,
+        tls: Option<TlsListener>,
+    ) -> io::Result<Listener> {
         let mut last_error = None;
         for candidate in address.to_socket_addrs()? {
             match listen(candidate) {
-                Ok(socket) => return Ok(Listener { socket, transport, state: Accepting::Open }),
+                Ok(socket) => return Ok(Listener { socket, transport, tls, state: Accepting::Open }),
                 Err(error) => last_error = Some(error),
             }
         }
@@ -78,9 +87,11 @@ impl Listener {
     }
 
     pub(crate) fn token(&self) -> Token {
-        match self.transport {
-            Transport::Tcp => TCP_LISTENER,
-            Transport::WebSocket => WS_LISTENER,
+        match (self.transport, self.tls) {
+            (Transport::Tcp, None) => TCP_LISTENER,
+            (Transport::WebSocket, None) => WS_LISTENER,
+            (Transport::Tcp, Some(_)) => TCP_TLS_LISTENER,
+            (Transport::WebSocket, Some(_)) => WSS_LISTENER,
         }
     }
 
@@ -139,8 +150,8 @@ impl Reactor {
                         log::info!("accepting again after {:.1?} out of descriptors", self.now - since);
                         listener.state = Accepting::Open;
                     }
-                    let transport = listener.transport;
-                    self.admit(socket, transport);
+                    let (transport, tls) = (listener.transport, listener.tls);
+                    self.admit(socket, transport, tls);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
@@ -192,7 +203,7 @@ impl Reactor {
 
     /// Takes a new connection into the slab, or turns it away if the
     /// server is full.
-    fn admit(&mut self, mut socket: TcpStream, transport: Transport) {
+    fn admit(&mut self, mut socket: TcpStream, transport: Transport, tls: Option<TlsListener>) {
         self.stats.accepted += 1;
         let full = self.connections.len() >= self.config.max_connections;
         // Small writes are the whole point of a chat server: do not let
@@ -207,11 +218,27 @@ impl Reactor {
             log::warn!("cannot register a new connection: {error}");
             return;
         }
+        let tls = match (tls, &self.tls) {
+            (Some(listener), Some(loaded)) => {
+                match rustls::ServerConnection::new(loaded.config(listener).clone()) {
+                    Ok(connection) => {
+                        self.stats.tls_connections[listener as usize] += 1;
+                        Some(Box::new(TlsState { connection, listener, accepted: self.now }))
+                    }
+                    Err(error) => {
+                        log::warn!("cannot start a TLS session: {error}");
+                        let _ = self.poll.registry().deregister(&mut socket);
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let session = match transport {
             Transport::Tcp => Session::tcp(self.now, &self.config),
             Transport::WebSocket => Session::http(self.now, &self.config),
         };
-        entry.insert(Connection::new(socket, transport, session));
+        entry.insert(Connection::new(socket, transport, session, tls));
         match transport {
             Transport::Tcp => self.stats.tcp_connections += 1,
             Transport::WebSocket => self.stats.ws_connections += 1,

@@ -39,6 +39,7 @@ use crate::output::{BufferPool, Output};
 use crate::rooms::{ConnId, Rooms, Transport};
 use crate::session::{Effects, Session};
 use crate::stats::{SharedStats, Stats};
+use crate::tls::{Loaded, TlsListener};
 
 mod deadlines;
 pub(crate) mod listeners;
@@ -47,7 +48,7 @@ mod transfer;
 
 use deadlines::Deadlines;
 pub(crate) use listeners::Listener;
-use listeners::{TCP_LISTENER, WS_LISTENER};
+use listeners::{TCP_LISTENER, TCP_TLS_LISTENER, WS_LISTENER, WSS_LISTENER};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
@@ -74,10 +75,25 @@ struct Connection {
     armed: Option<Instant>,
     /// Whether the `input_buffers` gauge counts this connection now.
     counted_as_holding_input: bool,
+    /// Whether WRITABLE interest is registered (while output or TLS
+    /// records wait for the socket).
+    write_interest: bool,
+    /// The TLS session under every stage, on a TLS port.
+    tls: Option<Box<TlsState>>,
+}
+
+/// A connection's TLS: rustls decrypts what is read and encrypts what the
+/// output hands it at flush time; everything above it is unchanged.
+#[derive(Debug)]
+struct TlsState {
+    connection: rustls::ServerConnection,
+    listener: TlsListener,
+    /// When the connection was accepted, for the handshake time.
+    accepted: Instant,
 }
 
 impl Connection {
-    fn new(socket: TcpStream, transport: Transport, session: Session) -> Self {
+    fn new(socket: TcpStream, transport: Transport, session: Session, tls: Option<Box<TlsState>>) -> Self {
         Connection {
             socket,
             output: Output::Empty,
@@ -85,7 +101,15 @@ impl Connection {
             session,
             armed: None,
             counted_as_holding_input: false,
+            write_interest: false,
+            tls,
         }
+    }
+
+    /// Whether bytes wait for the socket: queued output, or TLS records
+    /// rustls has made (a handshake message, encrypted output, an alert).
+    fn waits_to_write(&self) -> bool {
+        self.output.is_blocked() || self.tls.as_ref().is_some_and(|tls| tls.connection.wants_write())
     }
 }
 
@@ -131,6 +155,10 @@ pub(crate) struct Reactor {
     deferred: HashSet<ConnId>,
     /// When the slower gauges were last refreshed.
     gauges_refreshed: Instant,
+    /// The TLS configurations new connections get, when TLS is on.
+    tls: Option<Loaded>,
+    /// Certificates reloaded by `Handle::reload_tls`, to take over.
+    tls_reloads: std::sync::mpsc::Receiver<Loaded>,
     deadlines: Deadlines,
     /// Every read lands here first.
     read_buffer: Box<[u8]>,
@@ -153,6 +181,8 @@ impl Reactor {
         config: Config,
         shared_stats: Arc<SharedStats>,
         shutdown_requested: Arc<AtomicBool>,
+        tls: Option<Loaded>,
+        tls_reloads: std::sync::mpsc::Receiver<Loaded>,
     ) -> io::Result<Self> {
         for listener in &mut listeners {
             listener.register(poll.registry())?;
@@ -175,6 +205,8 @@ impl Reactor {
             to_close: Vec::new(),
             deferred: HashSet::new(),
             gauges_refreshed: Instant::now(),
+            tls,
+            tls_reloads,
             deadlines: Deadlines::default(),
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
             effects: Effects::default(),
@@ -208,8 +240,13 @@ impl Reactor {
             self.read_carried_over();
             for event in &events {
                 match event.token() {
-                    WAKER => self.check_shutdown_request(),
-                    token @ (TCP_LISTENER | WS_LISTENER) => self.accept(token),
+                    WAKER => {
+                        self.take_tls_reloads();
+                        self.check_shutdown_request();
+                    }
+                    token @ (TCP_LISTENER | WS_LISTENER | TCP_TLS_LISTENER | WSS_LISTENER) => {
+                        self.accept(token)
+                    }
                     Token(key) => {
                         let id = ConnId(key);
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -254,6 +291,13 @@ impl Reactor {
         Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
+    /// A reloaded certificate is for connections accepted from now on.
+    fn take_tls_reloads(&mut self) {
+        while let Ok(loaded) = self.tls_reloads.try_recv() {
+            self.tls = Some(loaded);
+        }
+    }
+
     /// Wakes the connections whose deadline has come: a congested output
     /// that made no progress is cut; otherwise the session is told the time.
     fn expire_deadlines(&mut self) {
@@ -263,6 +307,17 @@ impl Reactor {
             if let Some(reason) = self.outputs.flow.stalled(id, self.now) {
                 self.cut(id, reason);
                 continue;
+            }
+            // A TLS handshake still going when the session's handshake time
+            // is up (not later, when a closing connection's linger ends).
+            let handshaking = connection.tls.as_ref().is_some_and(|tls| tls.connection.is_handshaking());
+            let session = &connection.session;
+            if handshaking
+                && !session.is_closing()
+                && !session.is_finished()
+                && session.deadline().is_some_and(|deadline| deadline <= self.now)
+            {
+                self.stats.tls_failures[crate::tls::TlsFailure::Timeout as usize] += 1;
             }
             connection.session.timeout(self.now, &self.config, &mut self.effects);
             self.apply_effects(id);

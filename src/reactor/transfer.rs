@@ -12,7 +12,7 @@
 //! [`Effects`]: crate::session::Effects
 //! [`Output`]: crate::output::Output
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::{Interest, Registry, Token};
@@ -27,9 +27,19 @@ use crate::pages;
 use crate::rooms::{ConnId, RoomId, Transport};
 use crate::session::{Effects, Left, Reading};
 use crate::stats::Stats;
+use crate::tls::TlsFailure;
 
 /// Bytes one connection may read per turn before others get their turn.
 const READ_BUDGET: usize = 64 * 1024;
+
+/// What one read from a connection gave (after TLS, when it has TLS).
+enum Received {
+    Bytes(usize),
+    WouldBlock,
+    /// The peer closed its side (with or without TLS close_notify).
+    Eof,
+    Failed(String),
+}
 
 /// Why a connection could not take more output.
 #[derive(Debug)]
@@ -79,34 +89,44 @@ impl Reactor {
                 _ => return,
             };
             let connection = &mut self.connections[id.0];
-            match connection.socket.read(&mut self.read_buffer[..limit]) {
-                Ok(0) => {
+            match connection.receive(&mut self.read_buffer[..limit], &mut self.stats, self.now) {
+                Received::Eof => {
                     connection.session.peer_closed(self.now, &mut self.effects);
                     self.apply_effects(id);
                     return;
                 }
-                Ok(n) => {
-                    self.stats.bytes_in += n as u64;
+                Received::Bytes(n) => {
                     if !discard {
                         self.feed(id, n);
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         self.to_read.push(id);
+                        self.send_tls_records(id);
                         return;
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    if error.raw_os_error() == Some(libc::ETIMEDOUT) {
-                        // Keepalive probes went unanswered: the peer is gone.
-                        self.stats.keepalive_closes += 1;
-                    }
-                    self.close(id, &error.to_string());
+                Received::WouldBlock => {
+                    self.send_tls_records(id);
+                    return;
+                }
+                Received::Failed(why) => {
+                    self.close(id, &why);
                     return;
                 }
             }
+        }
+    }
+
+    /// A TLS session may have records to send that no output asked for
+    /// (its handshake, an alert): they go out now, or wait for WRITABLE.
+    fn send_tls_records(&mut self, id: ConnId) {
+        if self
+            .connections
+            .get(id.0)
+            .is_some_and(|c| c.tls.as_ref().is_some_and(|tls| tls.connection.wants_write()))
+        {
+            self.flush(id);
         }
     }
 
@@ -360,7 +380,7 @@ impl Reactor {
 
     /// A blocked socket can take more.
     pub(super) fn writable(&mut self, id: ConnId) {
-        if self.connections.get(id.0).is_some_and(|c| c.output.is_blocked()) {
+        if self.connections.get(id.0).is_some_and(Connection::waits_to_write) {
             self.flush(id);
         }
     }
@@ -385,7 +405,13 @@ impl Reactor {
     /// closing, and its readiness edge is gone, so the connection is read
     /// next turn rather than waiting for an event that will not come.
     fn shutdown_write(&mut self, id: ConnId) {
-        if let Err(error) = self.connections[id.0].socket.shutdown(Shutdown::Write) {
+        let connection = &mut self.connections[id.0];
+        if let Some(tls) = &mut connection.tls {
+            // TLS says goodbye first; best effort, as the FIN itself is.
+            tls.connection.send_close_notify();
+            let _ = TlsSink { tls: &mut tls.connection, socket: &mut connection.socket }.send_records();
+        }
+        if let Err(error) = connection.socket.shutdown(Shutdown::Write) {
             self.close(id, &error.to_string());
             return;
         }
@@ -429,6 +455,9 @@ impl Reactor {
             match connection.transport {
                 Transport::Tcp => self.stats.tcp_connections -= 1,
                 Transport::WebSocket => self.stats.ws_connections -= 1,
+            }
+            if let Some(tls) = &connection.tls {
+                self.stats.tls_connections[tls.listener as usize] -= 1;
             }
             // A descriptor was freed: a paused listener can try again now.
             for listener in &mut self.listeners {
@@ -489,13 +518,21 @@ impl Outputs {
         registry: &Registry,
         now: Instant,
     ) -> io::Result<()> {
-        if connection.output.is_empty() {
+        if !connection.output.is_pending() && !connection.waits_to_write() {
             return Ok(());
         }
-        let was_blocked = connection.output.is_blocked();
         let queued_before = connection.output.len();
         let mut tally = Tally::default();
-        let flushed = connection.output.flush(&mut connection.socket, &mut self.pool, &mut tally);
+        let flushed = match &mut connection.tls {
+            None => connection.output.flush(&mut connection.socket, &mut self.pool, &mut tally),
+            Some(tls) => {
+                // Output is encrypted now, once per connection per turn:
+                // many messages to a record, not a record per message.
+                let mut sink = TlsSink { tls: &mut tls.connection, socket: &mut connection.socket };
+                let flushed = connection.output.flush(&mut sink, &mut self.pool, &mut tally);
+                flushed.and_then(|flushed| sink.send_records().map(|()| flushed))
+            }
+        };
         stats.bytes_out += tally.bytes as u64;
         stats.writes += tally.writes as u64;
         stats.queued_bytes -= tally.bytes as u64;
@@ -503,24 +540,81 @@ impl Outputs {
             self.flow.shrank(id, connection.output.len(), now);
         }
         self.flow.total_is(stats.queued_bytes as usize, now);
-        match flushed? {
-            Flushed::Drained => {
-                stats.output_buffers -= 1;
-                if was_blocked {
-                    registry.reregister(&mut connection.socket, Token(id.0), Interest::READABLE)?;
-                }
-            }
-            Flushed::Blocked if !was_blocked => {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                registry.reregister(&mut connection.socket, Token(id.0), interest)?;
-            }
-            Flushed::Blocked => {}
+        if flushed? == Flushed::Drained && queued_before > 0 {
+            stats.output_buffers -= 1;
+        }
+        // WRITABLE interest exactly while bytes wait for the socket.
+        let waits = connection.waits_to_write();
+        if waits != connection.write_interest {
+            let interest = if waits { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            registry.reregister(&mut connection.socket, Token(id.0), interest)?;
+            connection.write_interest = waits;
         }
         Ok(())
     }
 }
 
 impl Connection {
+    /// Reads once: from the socket, or, on a TLS port, the plaintext rustls
+    /// has decrypted, reading and decrypting more first when it has none.
+    /// rustls is drained before the socket is read again, and the socket
+    /// until `WouldBlock` (edge-triggered: plaintext left inside rustls, or
+    /// bytes in the kernel, would get no new event).
+    fn receive(&mut self, buffer: &mut [u8], stats: &mut Stats, now: Instant) -> Received {
+        let Some(tls) = &mut self.tls else {
+            return loop {
+                match self.socket.read(buffer) {
+                    Ok(0) => break Received::Eof,
+                    Ok(n) => {
+                        stats.bytes_in += n as u64;
+                        break Received::Bytes(n);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break Received::WouldBlock,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => break Received::Failed(error_text(&error, stats)),
+                }
+            };
+        };
+        loop {
+            match tls.connection.reader().read(buffer) {
+                Ok(0) => return Received::Eof,
+                Ok(n) => return Received::Bytes(n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                // No close_notify before the end: an ordinary disconnect.
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Received::Eof,
+                Err(error) => return Received::Failed(error.to_string()),
+            }
+            match tls.connection.read_tls(&mut self.socket) {
+                Ok(0) => {
+                    if tls.connection.is_handshaking() {
+                        stats.tls_failures[TlsFailure::Closed as usize] += 1;
+                    }
+                    return Received::Eof;
+                }
+                Ok(n) => {
+                    stats.bytes_in += n as u64;
+                    let handshaking = tls.connection.is_handshaking();
+                    if let Err(error) = tls.connection.process_new_packets() {
+                        if handshaking {
+                            stats.tls_failures[TlsFailure::classify(&error) as usize] += 1;
+                        }
+                        // The alert rustls made goes out, best effort.
+                        let _ = tls.connection.write_tls(&mut self.socket);
+                        return Received::Failed(format!("TLS: {error}"));
+                    }
+                    if handshaking && !tls.connection.is_handshaking() {
+                        stats.tls_handshakes += 1;
+                        stats.tls_handshake_ms +=
+                            now.saturating_duration_since(tls.accepted).as_millis() as u64;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Received::Failed(error_text(&error, stats)),
+            }
+        }
+    }
+
     /// Keeps the `input_buffers` gauge right after the session may have
     /// taken or released an input buffer of its own.
     fn count_held_input(&mut self, stats: &mut Stats) {
@@ -531,5 +625,61 @@ impl Connection {
             _ => {}
         }
         self.counted_as_holding_input = holds;
+    }
+}
+
+/// Why a read failed, for the log; a keepalive timeout is also counted.
+fn error_text(error: &io::Error, stats: &mut Stats) -> String {
+    if error.raw_os_error() == Some(libc::ETIMEDOUT) {
+        // Keepalive probes went unanswered: the peer is gone.
+        stats.keepalive_closes += 1;
+    }
+    error.to_string()
+}
+
+/// The socket as `Output::flush` sees it on a TLS port: what is written is
+/// encrypted by rustls, whose records go to the socket. Nothing new is
+/// encrypted while earlier records still wait for the socket, so rustls
+/// never holds more than one chunk of ciphertext.
+struct TlsSink<'a> {
+    tls: &'a mut rustls::ServerConnection,
+    socket: &'a mut mio::net::TcpStream,
+}
+
+/// Plaintext encrypted per step: a few full records.
+const ENCRYPT_CHUNK: usize = 64 * 1024;
+
+impl TlsSink<'_> {
+    /// Sends the records rustls holds until the socket would block.
+    fn send_records(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(self.socket) {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for TlsSink<'_> {
+    fn write(&mut self, plaintext: &[u8]) -> io::Result<usize> {
+        self.send_records()?;
+        if self.tls.wants_write() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let taken = self.tls.writer().write(&plaintext[..plaintext.len().min(ENCRYPT_CHUNK)])?;
+        if taken == 0 {
+            // rustls's own buffer is full (during the handshake): wait.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.send_records()?;
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_records()
     }
 }

@@ -32,7 +32,11 @@ impl TestServer {
 
     pub fn with_config(config: Config) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
-        let server = Server::bind(config).expect("bind");
+        Self::from_server(Server::bind(config).expect("bind"))
+    }
+
+    /// Runs an already bound server on its own thread.
+    pub fn from_server(server: Server) -> Self {
         let tcp = server.tcp_addr().unwrap_or_else(|| "127.0.0.1:9".parse().unwrap());
         let ws = server.ws_addr().unwrap_or_else(|| "127.0.0.1:9".parse().unwrap());
         let handle = server.handle();
