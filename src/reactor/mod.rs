@@ -71,8 +71,8 @@ struct Connection {
     /// Which listener accepted it.
     transport: Transport,
     session: Session,
-    /// The instant of this connection's entry in `Deadlines`, if any.
-    armed: Option<Instant>,
+    /// The time of this connection's entry in `Deadlines`, if any.
+    armed: Option<deadlines::Tick>,
     /// Whether the `input_buffers` gauge counts this connection now.
     counted_as_holding_input: bool,
     /// Whether WRITABLE interest is registered (while output or TLS
@@ -207,7 +207,7 @@ impl Reactor {
             gauges_refreshed: Instant::now(),
             tls,
             tls_reloads,
-            deadlines: Deadlines::default(),
+            deadlines: Deadlines::new(Instant::now()),
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
             effects: Effects::default(),
             config,
