@@ -244,3 +244,42 @@ fn wait_for_certificate(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A TLS member that stops reading is cut as a slow consumer, like a plain
+/// one, while the queued bytes stay bounded; the others get everything.
+#[test]
+fn a_stalled_tls_reader_is_cut_with_memory_bounded() {
+    let pki = TestPki::new();
+    let config = Config { slow_consumer_timeout: Duration::from_millis(500), ..tls_config(&pki) };
+    let TlsServer { server, tcp_tls, .. } = start(config);
+    let stalled = TlsLineClient::join(tcp_tls, &pki, "stalled", "tls-cut");
+    let mut reader = joined_tcp(server.tcp, "reader", "tls-cut");
+    let mut sender = joined_tcp(server.tcp, "sender", "tls-cut");
+    reader.expect_line("sender:hello");
+    server.wait_for("three members", |s| s.members == 3);
+    // The sender reads its echoes all along; only the TLS member stalls.
+    let mut echoes = sender.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = vec![0; 1 << 16];
+        while matches!(echoes.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let line = format!("{}\n", "t".repeat(99));
+    let mut sent = 0;
+    let stats = loop {
+        sender.send_raw(line.repeat(100).as_bytes());
+        sent += 100;
+        for _ in 0..100 {
+            reader.expect_line(&format!("sender:{}", line.trim_end()));
+        }
+        let stats = server.stats();
+        if stats.cuts_for("stalled") == 1 {
+            break stats;
+        }
+        assert!(sent < 2_000_000, "the stalled TLS reader was never cut");
+    };
+    assert!(stats.queued_bytes_peak <= 3 * Config::DEFAULT_MAX_PENDING as u64);
+    server.wait_for("the TLS member gone", |s| s.members == 2 && s.tls_connections == [0, 0]);
+    drop(stalled);
+    sender.send_line("still here");
+    reader.expect_line("sender:still here");
+}
