@@ -1,7 +1,8 @@
 // machat's chat page in a real browser: Debian's Chromium, driven by
 // playwright-core, against the machat binary on ephemeral ports. Two pages
 // chat in one room with each other and with a raw TCP client; a taken name
-// shows its error and the closed connection; a shutdown shows Close 1001.
+// shows its error and the closed connection; the page loaded over HTTPS
+// chats over wss://; a shutdown shows Close 1001.
 // Every wait is bounded (WAIT); nothing sleeps.
 //
 // Run through tests/browser/run.sh (installs Chromium and playwright-core,
@@ -31,12 +32,15 @@ let profile;
 /** Starts machat on free ports; resolves once both addresses are logged. */
 function startServer() {
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, ["-tcp", "127.0.0.1:0", "-ws", "127.0.0.1:0"], {
+    const tls = process.env.MACHAT_TLS_CERT
+      ? ["--wss", "127.0.0.1:0", "--tls-cert", process.env.MACHAT_TLS_CERT, "--tls-key", process.env.MACHAT_TLS_KEY]
+      : [];
+    const child = spawn(BIN, ["-tcp", "127.0.0.1:0", "-ws", "127.0.0.1:0", ...tls], {
       env: { ...process.env, RUST_LOG: "info" },
       stdio: ["ignore", "ignore", "pipe"],
     });
     const exited = new Promise((done) => child.on("exit", (code, signal) => done({ code, signal })));
-    let log = "", tcp = null, ws = null;
+    let log = "", tcp = null, ws = null, wss = null;
     const timer = setTimeout(() => fail(new Error(`machat did not log its addresses in time:\n${log}`)), WAIT);
     function fail(error) {
       clearTimeout(timer);
@@ -52,7 +56,8 @@ function startServer() {
       if (server) return;
       tcp ??= log.match(/listening for TCP clients on (\S+):(\d+)/);
       ws ??= log.match(/listening for WebSocket clients on ws:\/\/(\S+?):(\d+)(\/\S*)/);
-      if (tcp && ws) {
+      wss ??= log.match(/listening for HTTPS and WebSocket clients on wss:\/\/(\S+?):(\d+)/);
+      if (tcp && ws && (wss || !tls.length)) {
         clearTimeout(timer);
         child.off("exit", early);
         resolve({
@@ -60,6 +65,7 @@ function startServer() {
           exited,
           tcp: { host: tcp[1], port: Number(tcp[2]) },
           http: `http://${ws[1]}:${ws[2]}/`,
+          https: wss && `https://localhost:${wss[2]}/`,
           wsPath: ws[3],
           log: () => log,
         });
@@ -108,10 +114,10 @@ async function tcpClient(name, room) {
 }
 
 /** Opens the chat page and joins with the keyboard (Enter submits). */
-async function openAndJoin(name, room = ROOM) {
+async function openAndJoin(name, room = ROOM, url = server.http) {
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
-  await page.goto(server.http);
+  await page.goto(url);
   await page.getByLabel("Your name", { exact: true }).fill(name);
   await page.getByLabel("Room", { exact: true }).fill(room);
   await page.getByLabel("Room", { exact: true }).press("Enter");
@@ -149,6 +155,8 @@ before(async () => {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      // The HTTPS test uses a self-signed certificate.
+      "--ignore-certificate-errors",
     ],
   });
   mkdirSync(SHOTS, { recursive: true });
@@ -254,6 +262,23 @@ test("on a phone-width screen the page still fits, and Leave closes with 1000", 
   await page.getByRole("button", { name: "Leave" }).click();
   await page.getByRole("button", { name: "Join again" }).waitFor();
   assert.match(await page.locator("#closed-text").textContent(), /^Connection closed \(code 1000\b/);
+  await page.close();
+});
+
+test("the page loaded over HTTPS chats over wss:// with the others", async () => {
+  assert.ok(server.https, "run.sh gives the server a certificate (MACHAT_TLS_CERT)");
+  const page = await openAndJoin("Sec", ROOM, server.https);
+  assert.equal(await page.evaluate(() => location.protocol), "https:");
+  await say(page, "over TLS");
+  await message(page, "Sec", "over TLS").waitFor();
+  await message(ada, "Sec", "over TLS").waitFor();
+  await say(ada, "hello Sec");
+  await message(page, "Ada", "hello Sec").waitFor();
+  const tcp = await tcpClient("tcpsec", ROOM);
+  tcp.send("plain to TLS");
+  await message(page, "tcpsec", "plain to TLS").waitFor();
+  tcp.close();
+  await page.screenshot({ path: path.join(SHOTS, "chat-https.png") });
   await page.close();
 });
 
