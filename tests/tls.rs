@@ -283,3 +283,51 @@ fn a_stalled_tls_reader_is_cut_with_memory_bounded() {
     sender.send_line("still here");
     reader.expect_line("sender:still here");
 }
+
+/// A TLS listener with a missing, mismatched or expired certificate is
+/// refused at start, naming the file, before anything listens.
+#[test]
+fn bad_certificates_are_refused_at_start_naming_the_file() {
+    let pki = TestPki::new();
+    let other = pki.issue("other");
+    let expired = pki.issue_valid("expired", (2020, 1, 1), (2021, 1, 1));
+    let cert = pki.files.cert.to_str().unwrap();
+    let key = pki.files.key.to_str().unwrap();
+    let other_key = other.key.to_str().unwrap();
+    let cases: [(Vec<&str>, String); 4] = [
+        (vec!["--tcp-tls", "127.0.0.1:0"], "--wss and --tcp-tls need a certificate and its key".into()),
+        (
+            vec!["--tcp-tls", "127.0.0.1:0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", key],
+            "/nonexistent/cert.pem".into(),
+        ),
+        (
+            vec!["--wss", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", other_key],
+            format!("key {other_key} does not match"),
+        ),
+        (
+            vec![
+                "--wss",
+                "127.0.0.1:0",
+                "--tls-cert",
+                expired.cert.to_str().unwrap(),
+                "--tls-key",
+                expired.key.to_str().unwrap(),
+            ],
+            "expired".into(),
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["-tcp", "127.0.0.1:0", "-ws", "127.0.0.1:0"];
+        all.extend(args.iter().copied());
+        let output = std::process::Command::new(common::MACHAT)
+            .args(&all)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should not start");
+        assert!(stderr.contains(&message), "{args:?}: expected {message:?} in {stderr}");
+        assert!(!stderr.contains("listening"), "{args:?}: nothing may listen first");
+    }
+}
