@@ -19,7 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Connection, Reactor, ServerState};
 use crate::rooms::{ConnId, Transport};
-use crate::session::Session;
+use crate::session::{Session, deadline_after};
 
 /// How long to wait before trying `accept` again after running out of
 /// descriptors (closing a connection retries sooner).
@@ -159,7 +159,8 @@ impl Reactor {
                         }
                     };
                     listener.deregister(self.poll.registry());
-                    listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
+                    listener.state =
+                        Accepting::Paused { until: deadline_after(self.now, ACCEPT_RETRY), since };
                     self.stats.accept_pauses += 1;
                     return;
                 }
@@ -182,7 +183,7 @@ impl Reactor {
             listener.state = Accepting::Retrying { since };
             if let Err(error) = listener.register(self.poll.registry()) {
                 log::warn!("cannot listen again: {error}");
-                listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
+                listener.state = Accepting::Paused { until: deadline_after(self.now, ACCEPT_RETRY), since };
                 continue;
             }
             let token = listener.token();
