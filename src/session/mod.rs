@@ -369,7 +369,8 @@ impl Session {
             Ok(room) => room,
             Err(Taken { holder }) => {
                 let JoinRequest { name, room } = request;
-                let holder = (holder != name.display).then_some(holder);
+                // The holder's spelling is worth saying only when it differs.
+                let holder = (!holder.is_empty() && holder != name.display).then_some(holder);
                 let taken = HandshakeError::NameTaken { name: name.display, room: room.display, holder };
                 self.fail(taken.into(), now, effects);
                 return;
