@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use machat::internal::names::{check_name, check_room};
 use machat::internal::output::{Batch, BufferPool, Output, Tally};
 use machat::internal::rooms::{ConnId, RoomId, Rooms, Transport};
 use machat::{Config, Server};
@@ -91,8 +92,10 @@ impl Fanout {
     fn new(members: usize) -> Self {
         let mut rooms = Rooms::new();
         let mut room = None;
+        let bench = check_room("bench").unwrap();
         for conn in 0..members {
-            room = Some(rooms.join("bench", &format!("member{conn}"), ConnId(conn), Transport::Tcp).unwrap());
+            let name = check_name(&format!("member{conn}")).unwrap();
+            room = Some(rooms.join(&bench, &name, ConnId(conn), Transport::Tcp).unwrap());
         }
         Fanout {
             rooms,

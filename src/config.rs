@@ -129,8 +129,28 @@ impl Config {
     /// Default of [`Config::ws_write_buffer`].
     pub const DEFAULT_WS_WRITE_BUFFER: usize = 1024;
 
+    /// Longest `--max-line` accepted: 16 MiB.
+    pub const MAX_MAX_LINE: usize = 16 << 20;
+    /// Largest `--max-pending` and `--max-queued-total` accepted: 1 TiB.
+    pub const MAX_QUEUE_BYTES: u64 = 1 << 40;
+    /// Largest `--max-connections` accepted: 2^30, Linux's highest possible
+    /// per-process descriptor limit (`fs.nr_open`).
+    pub const MAX_MAX_CONNECTIONS: usize = 1 << 30;
+    /// Largest `--ws-read-buffer` and `--ws-write-buffer` accepted: 16 MiB
+    /// (each is per connection).
+    pub const MAX_WS_BUFFER: usize = 16 << 20;
+    /// Shortest non-zero duration accepted for any duration flag.
+    pub const MIN_DURATION: Duration = Duration::from_millis(1);
+    /// Longest duration accepted for any duration flag: one day.
+    pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+    /// Longest `--tcp-keepalive`: the most seconds Linux takes for
+    /// `TCP_KEEPIDLE`.
+    pub const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32767);
+
     /// Checks the configuration as a whole; [`Server::bind`](crate::Server::bind)
-    /// refuses one that fails.
+    /// refuses one that fails. Every size and duration is range-checked,
+    /// so no value can make the server overflow, allocate without bound or
+    /// panic on deadline arithmetic; the error names the flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let refuse = |message: &str| Err(ConfigError(message.to_owned()));
         if self.tcp.is_none() && self.ws.is_none() && self.wss.is_none() && self.tcp_tls.is_none() {
@@ -149,6 +169,19 @@ impl Config {
         if !self.ws_path.starts_with('/') {
             return refuse("--ws-path must start with '/'");
         }
+        size("--max-line", self.max_line, 1, Config::MAX_MAX_LINE as u64, "bytes")?;
+        size("--max-pending", self.max_pending, 1, Config::MAX_QUEUE_BYTES, "bytes")?;
+        size("--max-queued-total", self.max_queued_total, 1, Config::MAX_QUEUE_BYTES, "bytes")?;
+        size("--max-connections", self.max_connections, 1, Config::MAX_MAX_CONNECTIONS as u64, "")?;
+        size("--ws-read-buffer", self.ws_read_buffer, 0, Config::MAX_WS_BUFFER as u64, "bytes")?;
+        size("--ws-write-buffer", self.ws_write_buffer, 0, Config::MAX_WS_BUFFER as u64, "bytes")?;
+        let (min, max) = (Config::MIN_DURATION, Config::MAX_DURATION);
+        duration("--handshake-timeout", self.handshake_timeout, Zero::Refused, min, max)?;
+        duration("--slow-consumer-timeout", self.slow_consumer_timeout, Zero::Refused, min, max)?;
+        duration("--shutdown-grace", self.shutdown_grace, Zero::Allowed, min, max)?;
+        duration("--ws-ping-interval", self.ws_ping_interval, Zero::Off, min, max)?;
+        let keepalive = (Duration::from_secs(1), Config::MAX_TCP_KEEPALIVE);
+        duration("--tcp-keepalive", self.tcp_keepalive, Zero::Off, keepalive.0, keepalive.1)?;
         self.flow_limits()?;
         Ok(())
     }
@@ -181,6 +214,148 @@ impl Config {
             tcp: Some("127.0.0.1:0".to_owned()),
             ws: Some("127.0.0.1:0".to_owned()),
             ..Config::default()
+        }
+    }
+}
+
+/// Checks that a size flag is within `min..=max`; `unit` follows the
+/// numbers in the message.
+fn size(flag: &str, value: usize, min: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    let value = value as u64;
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+    Err(ConfigError(format!("{flag} must be between {min} and {max}{unit} (got {value})")))
+}
+
+/// What zero means for a duration flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    /// Not accepted: the range starts above it.
+    Refused,
+    /// Part of the range (no wait at all).
+    Allowed,
+    /// Accepted, and turns the feature off.
+    Off,
+}
+
+/// Checks that a duration flag is within `min..=max` (or zero, as `zero`
+/// says).
+fn duration(
+    flag: &str,
+    value: Duration,
+    zero: Zero,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    let in_range = (min..=max).contains(&value) || (value.is_zero() && zero != Zero::Refused);
+    if in_range {
+        return Ok(());
+    }
+    let (min_secs, max_secs, got) = (min.as_secs_f64(), max.as_secs_f64(), value.as_secs_f64());
+    let range = match zero {
+        Zero::Refused => format!("between {min_secs} and {max_secs} seconds"),
+        Zero::Allowed => format!("between 0 and {max_secs} seconds"),
+        Zero::Off => format!("0 (off) or between {min_secs} and {max_secs} seconds"),
+    };
+    Err(ConfigError(format!("{flag} must be {range} (got {got})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(config: Config) -> String {
+        match config.validate() {
+            Ok(()) => panic!("accepted: {config:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_defaults_and_the_edges_of_every_range_are_valid() {
+        Config::default().validate().unwrap();
+        let edges = Config {
+            max_line: 1,
+            max_connections: Config::MAX_MAX_CONNECTIONS,
+            ws_read_buffer: 0,
+            ws_write_buffer: Config::MAX_WS_BUFFER,
+            handshake_timeout: Config::MIN_DURATION,
+            slow_consumer_timeout: Config::MAX_DURATION,
+            shutdown_grace: Duration::ZERO,
+            ws_ping_interval: Duration::ZERO,
+            tcp_keepalive: Config::MAX_TCP_KEEPALIVE,
+            ..Config::default()
+        };
+        edges.validate().unwrap();
+        let big = Config {
+            max_line: Config::MAX_MAX_LINE,
+            max_pending: Config::MAX_QUEUE_BYTES as usize,
+            max_queued_total: Config::MAX_QUEUE_BYTES as usize,
+            ..Config::default()
+        };
+        big.validate().unwrap();
+    }
+
+    #[test]
+    fn each_flag_out_of_range_is_named() {
+        let huge = Duration::from_secs_f64(1e19);
+        let cases = [
+            (
+                Config { handshake_timeout: huge, ..Config::default() },
+                "--handshake-timeout must be between 0.001 and 86400 seconds (got 10000000000000000000)",
+            ),
+            (
+                Config { shutdown_grace: huge, ..Config::default() },
+                "--shutdown-grace must be between 0 and 86400 seconds (got 10000000000000000000)",
+            ),
+            (
+                Config { handshake_timeout: Duration::ZERO, ..Config::default() },
+                "--handshake-timeout must be between 0.001 and 86400 seconds (got 0)",
+            ),
+            (
+                Config { slow_consumer_timeout: Duration::MAX, ..Config::default() },
+                "--slow-consumer-timeout must be between 0.001 and 86400 seconds",
+            ),
+            (
+                Config { ws_ping_interval: Duration::from_micros(10), ..Config::default() },
+                "--ws-ping-interval must be 0 (off) or between 0.001 and 86400 seconds (got 0.00001)",
+            ),
+            (
+                Config { tcp_keepalive: Duration::from_millis(500), ..Config::default() },
+                "--tcp-keepalive must be 0 (off) or between 1 and 32767 seconds (got 0.5)",
+            ),
+            (
+                Config { max_line: 0, ..Config::default() },
+                "--max-line must be between 1 and 16777216 bytes (got 0)",
+            ),
+            (
+                Config { max_line: usize::MAX, ..Config::default() },
+                "--max-line must be between 1 and 16777216 bytes",
+            ),
+            (Config { max_pending: usize::MAX, ..Config::default() }, "--max-pending must be between 1 and"),
+            (
+                Config { max_queued_total: usize::MAX, ..Config::default() },
+                "--max-queued-total must be between",
+            ),
+            (
+                Config { max_connections: 0, ..Config::default() },
+                "--max-connections must be between 1 and 1073741824 (got 0)",
+            ),
+            (
+                Config { ws_read_buffer: usize::MAX, ..Config::default() },
+                "--ws-read-buffer must be between 0 and",
+            ),
+            (
+                Config { ws_write_buffer: usize::MAX, ..Config::default() },
+                "--ws-write-buffer must be between 0 and",
+            ),
+            (Config { max_pending: 1000, ..Config::default() }, "--max-pending must be at least"),
+        ];
+        for (config, message) in cases {
+            let refused = refused(config);
+            assert!(refused.starts_with(message), "{refused:?} does not start with {message:?}");
         }
     }
 }

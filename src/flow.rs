@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::handshake::{MAX_HANDSHAKE_BYTES, MAX_NAME_CHARS};
 use crate::rooms::{ConnId, RoomId};
+use crate::session::deadline_after;
 
 /// The most bytes a name can take (characters of up to four bytes).
 const MAX_NAME_BYTES: usize = 4 * MAX_NAME_CHARS;
@@ -343,14 +344,14 @@ impl Flow {
     /// one back and is not cut for stalling.
     pub fn stall_deadline(&self, id: ConnId) -> Option<Instant> {
         let congestion = self.congested.get(&id).filter(|congestion| congestion.room.is_some())?;
-        Some(congestion.progress + self.stall_timeout())
+        Some(deadline_after(congestion.progress, self.stall_timeout()))
     }
 
     /// Whether the member is congested and has made no progress for too
     /// long at `now`, and why it must be cut.
     pub fn stalled(&self, id: ConnId, now: Instant) -> Option<CutReason> {
         let congestion = self.congested.get(&id).filter(|congestion| congestion.room.is_some())?;
-        if now < congestion.progress + self.stall_timeout() {
+        if now < deadline_after(congestion.progress, self.stall_timeout()) {
             return None;
         }
         Some(if self.saturated_since.is_some() { CutReason::GlobalBudget } else { CutReason::Stalled })
@@ -390,6 +391,7 @@ impl Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{check_name, check_room};
     use crate::rooms::{Rooms, Transport};
 
     const MIB: usize = 1024 * 1024;
@@ -400,7 +402,8 @@ mod tests {
 
     fn room() -> RoomId {
         let mut rooms = Rooms::new();
-        rooms.join("dev", "Mina", ConnId(0), Transport::Tcp).unwrap()
+        let (room, name) = (check_room("dev").unwrap(), check_name("Mina").unwrap());
+        rooms.join(&room, &name, ConnId(0), Transport::Tcp).unwrap()
     }
 
     fn member(room: RoomId, members: usize, name_bytes: usize, held: usize) -> Sender {

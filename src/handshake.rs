@@ -9,22 +9,26 @@
 //! the complete object is given to `serde_json`. [`Handshake::feed`] keeps
 //! the parsing contract of [`crate::parse`].
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny};
+
+use crate::names::{self, Checked, Field, NameProblem};
 use crate::parse::{Parsed, Status};
+
+pub use crate::names::{MAX_NAME_CHARS, MAX_ROOM_CHARS};
 
 /// The handshake must be complete within this many bytes (PROTOCOL §2).
 pub const MAX_HANDSHAKE_BYTES: usize = 4096;
-/// Longest name, in characters.
-pub const MAX_NAME_CHARS: usize = 32;
-/// Longest room name, in characters.
-pub const MAX_ROOM_CHARS: usize = 64;
 
-/// A validated request to join a room.
+/// A validated request to join a room: the name and the room, each trimmed,
+/// NFC, checked by [`names`] and with its folded key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinRequest {
-    pub name: String,
-    pub room: String,
+    pub name: Checked,
+    pub room: Checked,
 }
 
 /// Why a handshake was refused. Each variant has its own reason text,
@@ -41,26 +45,17 @@ pub enum HandshakeError {
     TrailingData,
     MissingField(&'static str),
     NotAString(&'static str),
-    Invalid {
-        field: &'static str,
-        problem: FieldProblem,
-    },
-    NameReserved,
+    /// The name or room breaks a rule of PROTOCOL §2 (see [`names`]).
+    Invalid(NameProblem),
+    /// The name, or one that looks like it, is held by a member of the
+    /// room: `holder` is that member's spelling when it differs.
     NameTaken {
-        name: String,
-        room: String,
+        name: Box<str>,
+        room: Box<str>,
+        holder: Option<Box<str>>,
     },
     TooLarge,
     TimedOut,
-}
-
-/// What is wrong with a `name` or `room` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldProblem {
-    Empty,
-    TooLong { max_chars: usize },
-    ControlCharacter,
-    Colon,
 }
 
 impl fmt::Display for HandshakeError {
@@ -75,17 +70,12 @@ impl fmt::Display for HandshakeError {
             TrailingData => write!(f, "unexpected data after the handshake JSON object"),
             MissingField(field) => write!(f, "handshake is missing the \"{field}\" field"),
             NotAString(field) => write!(f, "handshake field \"{field}\" must be a string"),
-            Invalid { field, problem } => match problem {
-                FieldProblem::Empty => write!(f, "{field} is empty"),
-                FieldProblem::TooLong { max_chars } => {
-                    write!(f, "{field} is longer than {max_chars} characters")
-                }
-                FieldProblem::ControlCharacter => write!(f, "{field} contains a control character"),
-                FieldProblem::Colon => write!(f, "{field} contains ':'"),
-            },
-            NameReserved => write!(f, "name \"error\" is reserved"),
-            NameTaken { name, room } => {
+            Invalid(problem) => problem.fmt(f),
+            NameTaken { name, room, holder: None } => {
                 write!(f, "name \"{name}\" is already taken in room \"{room}\"")
+            }
+            NameTaken { name, room, holder: Some(holder) } => {
+                write!(f, "name \"{name}\" is already taken in room \"{room}\" (as \"{holder}\")")
             }
             TooLarge => write!(f, "handshake is larger than {MAX_HANDSHAKE_BYTES} bytes"),
             TimedOut => write!(f, "handshake timed out"),
@@ -102,12 +92,20 @@ impl HandshakeError {
         match self {
             NotAnObject | MalformedJson(_) | Incomplete | TrailingData => HandshakeReason::Malformed,
             MissingField(_) | NotAString(_) => HandshakeReason::MissingField,
-            Invalid { field: "name", .. } | NameReserved => HandshakeReason::InvalidName,
-            Invalid { .. } => HandshakeReason::InvalidRoom,
+            Invalid(problem) => match problem.field() {
+                Field::Name => HandshakeReason::InvalidName,
+                Field::Room => HandshakeReason::InvalidRoom,
+            },
             NameTaken { .. } => HandshakeReason::NameTaken,
             TooLarge => HandshakeReason::TooLarge,
             TimedOut => HandshakeReason::Timeout,
         }
+    }
+}
+
+impl From<NameProblem> for HandshakeError {
+    fn from(problem: NameProblem) -> Self {
+        HandshakeError::Invalid(problem)
     }
 }
 
@@ -157,6 +155,7 @@ enum Scan {
     /// Skipping blanks before the opening `{`.
     BeforeObject,
     /// Inside the object, `depth` levels of `{`/`[` deep, outside any string.
+    /// The byte cap bounds the depth, and the count saturates anyway.
     InValue { depth: u32 },
     /// Inside a string at `depth`.
     InString { depth: u32 },
@@ -229,7 +228,7 @@ impl Handshake {
                 (Scan::BeforeObject, _) => return Scanned::NotAnObject,
                 (Scan::InValue { depth: 1 }, b'}' | b']') => return Scanned::End(index),
                 (Scan::InValue { depth }, b'}' | b']') => Scan::InValue { depth: depth - 1 },
-                (Scan::InValue { depth }, b'{' | b'[') => Scan::InValue { depth: depth + 1 },
+                (Scan::InValue { depth }, b'{' | b'[') => Scan::InValue { depth: depth.saturating_add(1) },
                 (Scan::InValue { depth }, b'"') => Scan::InString { depth },
                 (Scan::InString { depth }, b'\\') => Scan::InEscape { depth },
                 (Scan::InString { depth }, b'"') => Scan::InValue { depth },
@@ -270,48 +269,106 @@ pub fn parse_message(message: &[u8]) -> Result<JoinRequest, HandshakeError> {
     }
 }
 
-/// Parses and validates one complete JSON object.
+/// Parses and validates one complete JSON object. Only `name` and `room`
+/// are read, as strings; every other field is skipped with
+/// [`IgnoredAny`], which checks its syntax without building it, so a huge
+/// number or deep nesting in a field nobody reads cannot fail the handshake.
 fn parse_object(json: &[u8]) -> Result<JoinRequest, HandshakeError> {
-    let value: serde_json::Value =
+    let fields: Fields<'_> =
         serde_json::from_slice(json).map_err(|error| HandshakeError::MalformedJson(error.to_string()))?;
-    let object = value.as_object().ok_or(HandshakeError::NotAnObject)?;
-    let field = |key: &'static str| -> Result<&str, HandshakeError> {
-        match object.get(key) {
-            None => Err(HandshakeError::MissingField(key)),
-            Some(serde_json::Value::String(text)) => Ok(text.trim()),
-            Some(_) => Err(HandshakeError::NotAString(key)),
-        }
-    };
-    let name = field("name")?;
-    let room = field("room")?;
-    validate("name", name, MAX_NAME_CHARS, true)?;
-    if name.eq_ignore_ascii_case("error") {
-        return Err(HandshakeError::NameReserved);
-    }
-    validate("room", room, MAX_ROOM_CHARS, false)?;
-    Ok(JoinRequest { name: name.to_owned(), room: room.to_owned() })
+    let name = fields.name.into_str("name")?;
+    let room = fields.room.into_str("room")?;
+    let name = names::check_name(&name)?;
+    let room = names::check_room(&room)?;
+    Ok(JoinRequest { name, room })
 }
 
-fn validate(
-    field: &'static str,
-    value: &str,
-    max_chars: usize,
-    forbid_colon: bool,
-) -> Result<(), HandshakeError> {
-    let problem = if value.is_empty() {
-        Some(FieldProblem::Empty)
-    } else if value.chars().count() > max_chars {
-        Some(FieldProblem::TooLong { max_chars })
-    } else if value.chars().any(char::is_control) {
-        Some(FieldProblem::ControlCharacter)
-    } else if forbid_colon && value.contains(':') {
-        Some(FieldProblem::Colon)
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(HandshakeError::Invalid { field, problem }),
-        None => Ok(()),
+/// The handshake object's fields that mean something; serde skips the
+/// others with [`IgnoredAny`]. (An optional `history` count goes here.)
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    name: Text<'a>,
+    #[serde(borrow, default)]
+    room: Text<'a>,
+}
+
+/// A field that must be a string, as it came.
+#[derive(Debug, Default)]
+enum Text<'a> {
+    /// Not in the object.
+    #[default]
+    Missing,
+    /// Some other JSON value (skipped without being kept).
+    NotAString,
+    Str(Cow<'a, str>),
+}
+
+impl<'a> Text<'a> {
+    fn into_str(self, field: &'static str) -> Result<Cow<'a, str>, HandshakeError> {
+        match self {
+            Text::Str(text) => Ok(text),
+            Text::Missing => Err(HandshakeError::MissingField(field)),
+            Text::NotAString => Err(HandshakeError::NotAString(field)),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> de::Visitor<'de> for TextVisitor<'a> {
+    type Value = Text<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Text::Str(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Text::Str(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Text::Str(Cow::Owned(text)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Text::NotAString)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text::NotAString)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text::NotAString)
     }
 }
 
@@ -320,7 +377,7 @@ mod tests {
     use super::*;
 
     fn request(name: &str, room: &str) -> JoinRequest {
-        JoinRequest { name: name.into(), room: room.into() }
+        JoinRequest { name: names::check_name(name).unwrap(), room: names::check_room(room).unwrap() }
     }
 
     fn feed_all(parts: &[&[u8]]) -> Parsed<JoinRequest, HandshakeError> {
@@ -365,10 +422,26 @@ mod tests {
             (br#"{"name":7,"room":"dev"}"#, "handshake field \"name\" must be a string"),
             (br#"{"name":"  ","room":"dev"}"#, "name is empty"),
             (br#"{"name":"Mina","room":""}"#, "room is empty"),
-            (br#"{"name":"Mi\u0007na","room":"dev"}"#, "name contains a control character"),
-            (br#"{"name":"Mina","room":"d\u0085ev"}"#, "room contains a control character"),
+            (br#"{"name":null,"room":"dev"}"#, "handshake field \"name\" must be a string"),
+            (br#"{"name":"Mina","room":["dev"]}"#, "handshake field \"room\" must be a string"),
+            (br#"{"name":"Mina","room":{"a":[1]}}"#, "handshake field \"room\" must be a string"),
+            (
+                br#"{"name":"Mina","name":"Ola","room":"dev"}"#,
+                "malformed handshake JSON: duplicate field `name`",
+            ),
+            (br#"{"name":"Mi\u0007na","room":"dev"}"#, "name contains a control character (U+0007)"),
+            (br#"{"name":"Mina","room":"d\u0085ev"}"#, "room contains a control character (U+0085)"),
             (br#"{"name":"Mi:na","room":"dev"}"#, "name contains ':'"),
             (br#"{"name":"ErRoR","room":"dev"}"#, "name \"error\" is reserved"),
+            (br#"{"name":"\u0435rror","room":"dev"}"#, "name \"error\" is reserved"),
+            (
+                br#"{"name":"Bob\u200b","room":"dev"}"#,
+                "name contains an invisible or formatting character (U+200B)",
+            ),
+            (
+                br#"{"name":"Bob","room":"dev\u202e"}"#,
+                "room contains an invisible or formatting character (U+202E)",
+            ),
         ];
         for (input, reason) in cases {
             match feed_all(&[input]) {
@@ -387,14 +460,52 @@ mod tests {
         let ok = format!(r#"{{"name":"{name}","room":"{}"}}"#, "r".repeat(MAX_ROOM_CHARS));
         assert!(matches!(feed_all(&[ok.as_bytes()]), Ok(Status::Complete { .. })));
         let long_name = format!(r#"{{"name":"{name}x","room":"dev"}}"#);
-        assert!(matches!(
+        assert_eq!(
             feed_all(&[long_name.as_bytes()]),
-            Err(HandshakeError::Invalid { field: "name", problem: FieldProblem::TooLong { .. } })
-        ));
+            Err(HandshakeError::Invalid(NameProblem::TooLong(Field::Name)))
+        );
         let long_room = format!(r#"{{"name":"Mina","room":"{}"}}"#, "r".repeat(MAX_ROOM_CHARS + 1));
-        assert!(matches!(
+        assert_eq!(
             feed_all(&[long_room.as_bytes()]),
-            Err(HandshakeError::Invalid { field: "room", problem: FieldProblem::TooLong { .. } })
+            Err(HandshakeError::Invalid(NameProblem::TooLong(Field::Room)))
+        );
+    }
+
+    #[test]
+    fn names_are_normalised_and_folded() {
+        let Ok(Status::Complete { value, .. }) = feed_all(&[br#"{"name":" Jose\u0301 ","room":"DEV"}"#])
+        else {
+            panic!("a valid handshake")
+        };
+        assert_eq!(&*value.name.display, "Jos\u{e9}");
+        assert_eq!(value.name.key, names::check_name("JOS\u{c9}").unwrap().key);
+        assert_eq!(&*value.room.display, "DEV");
+        assert_eq!(value.room.key, names::check_room("dev").unwrap().key);
+    }
+
+    #[test]
+    fn ignored_fields_cannot_fail_the_handshake() {
+        let deep = format!("{}{}", "[".repeat(900), "]".repeat(900));
+        let deep_objects = format!("{}1{}", r#"{"a":"#.repeat(300), "}".repeat(300));
+        for extra in [
+            "1e999999".to_owned(),
+            "-123456789012345678901234567890123456789012345678901234567890".to_owned(),
+            "0.000000000000000000000000000000000000000000000001e-999999".to_owned(),
+            deep,
+            deep_objects,
+        ] {
+            let input = format!(r#"{{"x":{extra},"name":"Mina","room":"dev","y":{extra}}}"#);
+            assert_eq!(
+                feed_all(&[input.as_bytes()]),
+                done(request("Mina", "dev"), input.len()),
+                "{extra:.40}"
+            );
+            assert_eq!(parse_message(input.as_bytes()), Ok(request("Mina", "dev")));
+        }
+        // Still JSON: broken syntax in an ignored field is malformed.
+        assert!(matches!(
+            feed_all(&[br#"{"x":[1,,],"name":"Mina","room":"dev"}"#]),
+            Err(HandshakeError::MalformedJson(_))
         ));
     }
 

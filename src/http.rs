@@ -15,13 +15,20 @@ use crate::parse::{Parsed, Status};
 
 /// Request heads larger than this get 431.
 pub const MAX_REQUEST_HEAD: usize = 8192;
-/// Most header lines accepted in one request.
-const MAX_HEADERS: usize = 64;
+/// Most header lines accepted in one request; more get 431.
+pub const MAX_HEADERS: usize = 64;
 
 /// A parsed request head, borrowing from the receive buffer.
+///
+/// Only requests whose end is certain get this far: a head with a bare CR
+/// or obsolete line folding, repeated or conflicting `Content-Length` and
+/// `Transfer-Encoding`, or a GET or HEAD with a body is refused by
+/// [`parse_request`], so no byte of a body is ever read as a request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a> {
     pub method: &'a str,
+    /// The target in origin form (`/path?query`); an absolute-form target
+    /// (`http://host/path`, RFC 9112 §3.2.2) is reduced to its path.
     pub path: &'a str,
     /// Minor version: `1` for HTTP/1.1.
     pub version: u8,
@@ -29,7 +36,11 @@ pub struct Request<'a> {
     pub connection: Option<&'a str>,
     pub websocket_key: Option<&'a str>,
     pub websocket_version: Option<&'a str>,
+    /// The first `Origin` header.
     pub origin: Option<&'a str>,
+    /// More than one `Origin` header came: which one a check would look at
+    /// is anyone's guess, so the request is refused.
+    pub repeated_origin: bool,
 }
 
 /// A request that cannot be served: the status and a one-line reason,
@@ -54,6 +65,10 @@ impl HttpError {
 
     fn headers_too_large() -> Self {
         HttpError::new(431, format!("request headers larger than {MAX_REQUEST_HEAD} bytes"))
+    }
+
+    fn too_many_headers() -> Self {
+        HttpError::new(431, format!("more than {MAX_HEADERS} header lines"))
     }
 
     /// The response that says so.
@@ -83,6 +98,14 @@ pub fn parse_request(buffer: &[u8]) -> Parsed<Request<'_>, HttpError> {
     match request.parse(buffer) {
         Ok(httparse::Status::Complete(len)) if len > MAX_REQUEST_HEAD => Err(HttpError::headers_too_large()),
         Ok(httparse::Status::Complete(len)) => {
+            let method = request.method.unwrap_or_default();
+            let framing = Framing::of(request.headers)?;
+            if matches!(method, "GET" | "HEAD") && framing.has_body() {
+                return Err(HttpError::new(
+                    400,
+                    format!("a {method} request must not have a body ({framing})"),
+                ));
+            }
             let header = |name: &str| {
                 request
                     .headers
@@ -91,15 +114,17 @@ pub fn parse_request(buffer: &[u8]) -> Parsed<Request<'_>, HttpError> {
                     .and_then(|header| std::str::from_utf8(header.value).ok())
                     .map(str::trim)
             };
+            let origins = request.headers.iter().filter(|header| header.name.eq_ignore_ascii_case("Origin"));
             let request = Request {
-                method: request.method.unwrap_or_default(),
-                path: request.path.unwrap_or_default(),
+                method,
+                path: origin_form(request.path.unwrap_or_default()),
                 version: request.version.unwrap_or_default(),
                 upgrade: header("Upgrade"),
                 connection: header("Connection"),
                 websocket_key: header("Sec-WebSocket-Key"),
                 websocket_version: header("Sec-WebSocket-Version"),
                 origin: header("Origin"),
+                repeated_origin: origins.count() > 1,
             };
             Ok(Status::Complete { value: request, consumed: len })
         }
@@ -107,8 +132,117 @@ pub fn parse_request(buffer: &[u8]) -> Parsed<Request<'_>, HttpError> {
             Err(HttpError::headers_too_large())
         }
         Ok(httparse::Status::Partial) => Ok(Status::Partial),
-        Err(httparse::Error::TooManyHeaders) => Err(HttpError::headers_too_large()),
-        Err(error) => Err(HttpError::new(400, format!("not a valid HTTP request: {error}"))),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::too_many_headers()),
+        Err(error) => Err(diagnose(buffer)
+            .unwrap_or_else(|| HttpError::new(400, format!("not a valid HTTP request: {error}")))),
+    }
+}
+
+/// How a request says where its body ends: `Content-Length`,
+/// `Transfer-Encoding`, or neither (no body). Anything that leaves room for
+/// two readings is refused (RFC 9112 §6.3): a body whose end two parsers
+/// could see in different places is how requests are smuggled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl Framing {
+    fn of(headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
+        let mut length = None;
+        let mut transfer_encoding = false;
+        for header in headers {
+            if header.name.eq_ignore_ascii_case("Content-Length") {
+                if length.is_some() {
+                    return Err(HttpError::new(400, "more than one Content-Length header"));
+                }
+                length = Some(parse_length(header.value)?);
+            } else if header.name.eq_ignore_ascii_case("Transfer-Encoding") {
+                if transfer_encoding {
+                    return Err(HttpError::new(400, "more than one Transfer-Encoding header"));
+                }
+                transfer_encoding = true;
+            }
+        }
+        match (length, transfer_encoding) {
+            (Some(_), true) => Err(HttpError::new(
+                400,
+                "both Content-Length and Transfer-Encoding: where the request ends is ambiguous",
+            )),
+            (None, true) => Ok(Framing::Chunked),
+            (Some(length), false) => Ok(Framing::Length(length)),
+            (None, false) => Ok(Framing::None),
+        }
+    }
+
+    fn has_body(self) -> bool {
+        !matches!(self, Framing::None | Framing::Length(0))
+    }
+}
+
+impl fmt::Display for Framing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Framing::None => f.write_str("no body"),
+            Framing::Length(length) => write!(f, "Content-Length: {length}"),
+            Framing::Chunked => f.write_str("Transfer-Encoding"),
+        }
+    }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6), no list.
+fn parse_length(value: &[u8]) -> Result<u64, HttpError> {
+    let value = value.trim_ascii();
+    let digits = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|_| digits)
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| HttpError::new(400, "invalid Content-Length header"))
+}
+
+/// Why httparse refused a head, when it is one of the ambiguities that
+/// requests are smuggled with: a CR not followed by LF, or a header line
+/// that starts with a space or tab (obsolete line folding, RFC 9112 §5.2).
+/// httparse refuses both, but calls them an invalid header name or value.
+fn diagnose(buffer: &[u8]) -> Option<HttpError> {
+    let head = &buffer[..buffer.len().min(MAX_REQUEST_HEAD)];
+    for (index, pair) in head.windows(2).enumerate() {
+        match pair {
+            [b'\r', next] if *next != b'\n' => {
+                return Some(HttpError::new(400, "a CR not followed by LF in the request head"));
+            }
+            // A line after the request line that starts with blank space.
+            [b'\n', b' ' | b'\t'] => {
+                return Some(HttpError::new(
+                    400,
+                    "obsolete line folding (a header line starting with a space or tab) is not allowed",
+                ));
+            }
+            // The empty line: the head ended before anything ambiguous.
+            [b'\n', b'\n'] => return None,
+            [b'\n', b'\r'] if head.get(index + 2) == Some(&b'\n') => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The origin form of a request target: an absolute-form target
+/// (`http://host:port/path?query`) becomes `/path?query`, or `/` when it
+/// has no path. Anything else is returned as it is.
+fn origin_form(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else { return target };
+    let is_scheme = scheme.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !is_scheme {
+        return target;
+    }
+    match rest.find(['/', '?', '#']) {
+        Some(start) if rest[start..].starts_with('/') => &rest[start..],
+        _ => "/",
     }
 }
 
@@ -162,6 +296,9 @@ impl Request<'_> {
 
 /// Decides what a complete request gets.
 pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
+    if request.repeated_origin {
+        return Route::Refuse(HttpError::new(403, "more than one Origin header"));
+    }
     let path = request.path.split('?').next().unwrap_or_default();
     let page = match path {
         "/" => Some(Page::Chat),
@@ -204,9 +341,15 @@ pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
                 .with_header("Sec-WebSocket-Version", "13"),
         );
     }
-    let Some(key) = request.websocket_key.filter(|key| key.len() == 24) else {
-        return Route::Refuse(HttpError::new(400, "missing or malformed Sec-WebSocket-Key"));
+    let Some(key) = request.websocket_key else {
+        return Route::Refuse(HttpError::new(400, "missing Sec-WebSocket-Key"));
     };
+    if !is_websocket_key(key) {
+        return Route::Refuse(HttpError::new(
+            400,
+            "Sec-WebSocket-Key must be the base64 encoding of 16 bytes",
+        ));
+    }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Route::Upgrade {
         response: Response::new(101)
@@ -214,6 +357,15 @@ pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
             .with_header("Connection", "Upgrade")
             .with_header("Sec-WebSocket-Accept", &accept),
     }
+}
+
+/// Whether `key` is 16 bytes in base64 (RFC 6455 §4.1): 22 characters of
+/// the base64 alphabet, the last of which carries only 2 bits, then `==`.
+fn is_websocket_key(key: &str) -> bool {
+    let Some((encoded, padding)) = key.as_bytes().split_at_checked(22) else { return false };
+    let alphabet = |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/');
+    // The last character's low 4 bits pad the 128 bits out to 132: zero.
+    padding == b"==" && encoded.iter().all(alphabet) && b"AQgw".contains(&encoded[21])
 }
 
 /// Whether a comma-separated header value contains `token` (any case).
@@ -409,5 +561,184 @@ Origin: http://localhost:8099/\r\n\r\n";
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(refused_with(parse_request(&many)), 431);
+    }
+
+    fn refusal(parsed: Parsed<Request<'_>, HttpError>) -> (u16, String) {
+        match parsed {
+            Err(error) => (error.status, error.message),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn more_than_64_header_lines_are_named_as_such() {
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(refusal(parse_request(&many)), (431, "more than 64 header lines".to_owned()));
+    }
+
+    #[test]
+    fn a_get_or_head_with_a_body_is_refused() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /",
+                "a GET request must not have a body (Content-Length: 5)",
+            ),
+            (
+                b"HEAD / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+                "a HEAD request must not have a body (Content-Length: 1)",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "a GET request must not have a body (Transfer-Encoding)",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+                "a GET request must not have a body (Transfer-Encoding)",
+            ),
+        ];
+        for (raw, reason) in cases {
+            assert_eq!(
+                refusal(parse_request(raw)),
+                (400, (*reason).to_owned()),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let empty = complete(b"GET /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(empty.path, "/healthz");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                "more than one Content-Length header",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 6\r\n\r\n",
+                "more than one Content-Length header",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "more than one Transfer-Encoding header",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "both Content-Length and Transfer-Encoding: where the request ends is ambiguous",
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", "invalid Content-Length header"),
+            (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", "invalid Content-Length header"),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                "invalid Content-Length header",
+            ),
+        ];
+        for (raw, reason) in cases {
+            assert_eq!(
+                refusal(parse_request(raw)),
+                (400, (*reason).to_owned()),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn folding_and_bare_cr_are_named() {
+        let folding = "obsolete line folding (a header line starting with a space or tab) is not allowed";
+        let bare_cr = "a CR not followed by LF in the request head";
+        let cases: &[(&[u8], &str)] = &[
+            (b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", folding),
+            (b"GET / HTTP/1.1\r\nX-A: a\r\n\tb\r\n\r\n", folding),
+            (b"GET / HTTP/1.1\r\n X-A: a\r\n\r\n", folding),
+            (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", bare_cr),
+            (b"GET / HTTP/1.1\rX-A: a\r\n\r\n", bare_cr),
+            (b"GET / HTTP/1.1\r\nX-A: a\r\r\n\r\n", bare_cr),
+            (b"GET / HTTP/1.1\r\nX-A: a\r\n\r\r\n", bare_cr),
+        ];
+        for (raw, reason) in cases {
+            assert_eq!(
+                refusal(parse_request(raw)),
+                (400, (*reason).to_owned()),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // Other malformed heads keep httparse's word for it.
+        let (status, reason) = refusal(parse_request(b"GET / HTTP/1.1\r\nX A: b\r\n\r\n"));
+        assert_eq!((status, reason.as_str()), (400, "not a valid HTTP request: invalid header name"));
+    }
+
+    #[test]
+    fn absolute_form_targets_are_served() {
+        for (target, path) in [
+            ("http://localhost:8099/healthz", "/healthz"),
+            ("HTTP://h/metrics?x=1", "/metrics?x=1"),
+            ("https://h", "/"),
+            ("http://h?x", "/"),
+            ("/healthz", "/healthz"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: other\r\n\r\n");
+            assert_eq!(complete(raw.as_bytes()).path, path, "{target}");
+        }
+        let raw = b"GET http://localhost:8099/healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(route(&complete(raw), routes(&[])), Route::Page(Page::Health));
+        let upgrade = String::from_utf8(UPGRADE.to_vec())
+            .unwrap()
+            .replace("GET /mychat", "GET ws://localhost:8099/mychat");
+        assert_eq!(status(route(&complete(upgrade.as_bytes()), routes(&[]))), 101);
+    }
+
+    #[test]
+    fn websocket_keys_must_be_16_bytes_of_base64() {
+        let with_key = |key: &str| {
+            let raw = String::from_utf8(UPGRADE.to_vec()).unwrap().replace("dGhlIHNhbXBsZSBub25jZQ==", key);
+            match route(&complete(raw.as_bytes()), routes(&[])) {
+                Route::Upgrade { response } => Ok(response.status),
+                Route::Refuse(error) => Err((error.status, error.message)),
+                Route::Page(page) => panic!("{page:?}"),
+            }
+        };
+        assert_eq!(with_key("AAAAAAAAAAAAAAAAAAAAAA=="), Ok(101));
+        assert_eq!(with_key("/+/+/+/+/+/+/+/+/+/+/w=="), Ok(101));
+        let malformed = Err((400, "Sec-WebSocket-Key must be the base64 encoding of 16 bytes".to_owned()));
+        for key in [
+            "dGhlIHNhbXBsZSBub25jZQ",    // no padding
+            "dGhlIHNhbXBsZSBub25jZQ=",   // short
+            "dGhlIHNhbXBsZSBub25jZQ===", // long
+            "dGhlIHNhbXBsZSBub25jZ!==",  // not base64
+            "dGhlIHNhbXBsZSBub25jZR==",  // bits past the 16 bytes
+            "dGhlIHNhbXBsZSBub25jZQ==x",
+            "dGhlIHNhbXBsZSBub25j====", // 15 bytes
+            "MTIzNDU2Nzg5MDEyMzQ1Njc=", // 17 bytes
+            "",
+        ] {
+            assert_eq!(with_key(key), malformed, "{key:?}");
+        }
+        let raw = String::from_utf8(UPGRADE.to_vec())
+            .unwrap()
+            .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+        assert_eq!(status(route(&complete(raw.as_bytes()), routes(&[]))), 400);
+    }
+
+    #[test]
+    fn repeated_origins_are_refused() {
+        let twice = String::from_utf8(UPGRADE.to_vec()).unwrap().replace(
+            "Origin: http://localhost:8099/\r\n",
+            "Origin: http://localhost:8099/\r\norigin: http://evil/\r\n",
+        );
+        let request = complete(twice.as_bytes());
+        assert!(request.repeated_origin);
+        let allowed = ["http://localhost:8099/".to_string()];
+        for allowed in [&allowed[..], &[]] {
+            let Route::Refuse(error) = route(&request, routes(allowed)) else { panic!("expected a refusal") };
+            assert_eq!((error.status, error.message.as_str()), (403, "more than one Origin header"));
+        }
+        assert!(!complete(UPGRADE).repeated_origin);
     }
 }

@@ -79,9 +79,13 @@ struct Cli {
 
 impl Cli {
     fn into_config(self) -> Result<Config, String> {
+        // Too large for a `Duration` is the largest one, which
+        // `Config::validate` then refuses with the flag's range.
         let seconds = |name: &str, value: f64| {
-            Duration::try_from_secs_f64(value)
-                .map_err(|_| format!("--{name} must be a non-negative number of seconds"))
+            if value.is_nan() || value < 0.0 {
+                return Err(format!("--{name} must be a non-negative number of seconds"));
+            }
+            Ok(Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX))
         };
         let config = Config {
             tcp: (!self.no_tcp).then_some(self.tcp),

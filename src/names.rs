@@ -254,6 +254,7 @@ fn fold_key(text: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
 
     fn key(raw: &str) -> Box<str> {
         match check_name(raw) {
@@ -462,7 +463,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #![proptest_config(ProptestConfig {
+            // Regressions are kept next to this file, not at the top level.
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+            ..ProptestConfig::with_cases(2048)
+        })]
 
         #[test]
         fn accepted_values_hold_no_refused_character(raw in hostile_string(), room in any::<bool>()) {

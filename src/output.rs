@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 
-use crate::websocket;
+use crate::{sanitize, websocket};
 
 /// A new buffer is allocated just large enough for what is queued (at
 /// least this): a message fanned out to a huge room then costs each member
@@ -62,16 +62,16 @@ impl Batch {
         self.ends.len()
     }
 
-    /// Adds one message from `sender`. Text that is not valid UTF-8 has each
-    /// bad sequence replaced with U+FFFD, so every delivery is valid UTF-8.
+    /// Adds one message from `sender`. The text is sanitised once, here,
+    /// for every transport ([`sanitize::push_sanitized`]): each invalid UTF-8
+    /// sequence, control character (TAB aside), line or paragraph separator
+    /// and bidi override becomes U+FFFD, so every delivery is valid UTF-8
+    /// that cannot rewrite a terminal or pose as another line.
     pub fn push(&mut self, sender: &str, text: &[u8]) {
         debug_assert!(self.frames.is_empty(), "push after frames were encoded");
         self.lines.extend_from_slice(sender.as_bytes());
         self.lines.push(b':');
-        match std::str::from_utf8(text) {
-            Ok(valid) => self.lines.extend_from_slice(valid.as_bytes()),
-            Err(_) => self.lines.extend_from_slice(String::from_utf8_lossy(text).as_bytes()),
-        }
+        sanitize::push_sanitized(&mut self.lines, text);
         self.lines.push(b'\n');
         self.ends.push(self.lines.len());
         if log::log_enabled!(log::Level::Trace) {
@@ -462,6 +462,21 @@ mod tests {
         let mut batch = Batch::new();
         batch.push("Mina", b"a\xffb");
         assert_eq!(batch.lines(), "Mina:a\u{FFFD}b\n".as_bytes());
+    }
+
+    #[test]
+    fn controls_separators_and_overrides_are_replaced_for_both_transports() {
+        let mut batch = Batch::new();
+        batch.push("Mina", b"hi\rBob:I owe you\x1b[2J");
+        batch.push("Mina", "a\u{2028}error: x\u{202e}b\tc".as_bytes());
+        let lines = "Mina:hi\u{FFFD}Bob:I owe you\u{FFFD}[2J\nMina:a\u{FFFD}error: x\u{FFFD}b\tc\n";
+        assert_eq!(batch.lines(), lines.as_bytes());
+        batch.encode_frames();
+        let (first, second) = lines.split_at(lines.find('\n').unwrap() + 1);
+        let mut frames = Vec::new();
+        websocket::encode_text_frame(&mut frames, first.as_bytes());
+        websocket::encode_text_frame(&mut frames, second.as_bytes());
+        assert_eq!(batch.frames(), frames);
     }
 
     #[test]

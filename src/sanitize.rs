@@ -205,6 +205,7 @@ fn first_in_window(window: &[u8; WINDOW]) -> Option<usize> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
 
     fn sanitized(text: &[u8]) -> String {
         let mut out = Vec::new();
@@ -351,7 +352,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #![proptest_config(ProptestConfig {
+            // Regressions are kept next to this file, not at the top level.
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+            ..ProptestConfig::with_cases(4096)
+        })]
 
         #[test]
         fn output_is_the_model(text in hostile_bytes()) {

@@ -88,8 +88,12 @@ pub enum WsEvent {
 /// Why a session failed; each maps to a close code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsError {
-    TooBig { max_message: usize },
+    TooBig {
+        max_message: usize,
+    },
     InvalidUtf8,
+    /// The cause, without the "WebSocket protocol error: " that `Display`
+    /// puts before it.
     Protocol(String),
 }
 
@@ -193,6 +197,9 @@ impl WsSession {
                     break Err(WsError::TooBig { max_message: max_size });
                 }
                 Err(WsLibError::Utf8(_)) => break Err(WsError::InvalidUtf8),
+                // tungstenite's own text for this one already starts with
+                // "WebSocket protocol error: ", which `WsError` adds.
+                Err(WsLibError::Protocol(error)) => break Err(WsError::Protocol(error.to_string())),
                 Err(error) => break Err(WsError::Protocol(error.to_string())),
             };
             let consumed = input.len() - pipe.input.len();
@@ -433,5 +440,15 @@ mod tests {
             }
             assert!(scanner.at_rest(), "length {len}");
         }
+    }
+
+    #[test]
+    fn a_protocol_error_says_its_cause_once() {
+        let mut session = session();
+        let mut reserved = frame(true, 0x1, b"hi");
+        reserved[0] |= 0x40; // RSV1, with no extension that defines it
+        let error = session.read(&reserved, &mut Vec::new()).unwrap_err();
+        assert_eq!(error.to_string(), "WebSocket protocol error: Reserved bits are non-zero");
+        assert_eq!(error.close_code(), close_code::PROTOCOL_ERROR);
     }
 }

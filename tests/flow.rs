@@ -256,10 +256,11 @@ fn flood(mut sender: TcpClient, flooding: Arc<AtomicBool>) -> thread::JoinHandle
     })
 }
 
-/// Reads everything until the connection ends; returns the byte count.
+/// Reads everything until the connection ends, or nothing has come for
+/// 5 s (longer than any pause in these tests); returns the byte count.
 fn drain(mut stream: TcpStream) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buffer = vec![0; 64 * 1024];
         let mut total = 0;
         while let Ok(n @ 1..) = stream.read(&mut buffer) {

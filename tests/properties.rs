@@ -6,6 +6,7 @@ use machat::internal::http;
 use machat::internal::line_framing::{LineFramer, LineTooLong};
 use machat::internal::parse::{Parsed, Status};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Feeds `input` to a fresh handshake in the pieces `cuts` describes.
 fn handshake_in_pieces(input: &[u8], cuts: &[usize]) -> (Parsed<JoinRequest, HandshakeError>, usize) {
@@ -60,7 +61,11 @@ fn valid_stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig {
+            // Regressions are kept next to this file, not at the top level.
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+            ..ProptestConfig::with_cases(512)
+        })]
 
     #[test]
     fn handshake_never_panics(input in proptest::collection::vec(any::<u8>(), 0..6000), cuts in proptest::collection::vec(0usize..6000, 0..8)) {

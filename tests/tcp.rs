@@ -252,6 +252,8 @@ fn expect_handshake_error(server: &TestServer, bytes: &[u8], error: &str) {
 
 /// Every handshake error of PROTOCOL §2/§4, each with its own reason, each
 /// followed by the close, each counted under its label.
+const RESERVED: &str = r#"error: name "error" is reserved, and so is any name that looks like it"#;
+
 #[test]
 fn each_handshake_error_has_its_reason_and_closes() {
     let server = TestServer::start();
@@ -286,23 +288,39 @@ fn each_handshake_error_has_its_reason_and_closes() {
         (handshake(&name_33, "dev"), "error: name is longer than 32 characters", "invalid_name"),
         (
             r#"{"name":"Mi\u0007na","room":"dev"}"#.into(),
-            "error: name contains a control character",
+            "error: name contains a control character (U+0007)",
             "invalid_name",
         ),
         (
             r#"{"name":"Mi\u0085na","room":"dev"}"#.into(),
-            "error: name contains a control character",
+            "error: name contains a control character (U+0085)",
             "invalid_name",
         ),
         (r#"{"name":"Mi:na","room":"dev"}"#.into(), "error: name contains ':'", "invalid_name"),
-        (r#"{"name":"error","room":"dev"}"#.into(), r#"error: name "error" is reserved"#, "invalid_name"),
-        (r#"{"name":"ERROR","room":"dev"}"#.into(), r#"error: name "error" is reserved"#, "invalid_name"),
-        (r#"{"name":" Error ","room":"dev"}"#.into(), r#"error: name "error" is reserved"#, "invalid_name"),
+        (
+            r#"{"name":"Mi\uff1ana","room":"dev"}"#.into(),
+            "error: name contains a character that looks like ':' (U+FF1A)",
+            "invalid_name",
+        ),
+        (
+            r#"{"name":"Mina\u200b","room":"dev"}"#.into(),
+            "error: name contains an invisible or formatting character (U+200B)",
+            "invalid_name",
+        ),
+        (r#"{"name":"error","room":"dev"}"#.into(), RESERVED, "invalid_name"),
+        (r#"{"name":"ERROR","room":"dev"}"#.into(), RESERVED, "invalid_name"),
+        (r#"{"name":" Error ","room":"dev"}"#.into(), RESERVED, "invalid_name"),
+        (r#"{"name":"\u0435rr\u043er","room":"dev"}"#.into(), RESERVED, "invalid_name"),
+        (
+            r#"{"name":"Mina","room":"d\u2028ev"}"#.into(),
+            "error: room contains an invisible or formatting character (U+2028)",
+            "invalid_room",
+        ),
         (r#"{"name":"Mina","room":""}"#.into(), "error: room is empty", "invalid_room"),
         (handshake("Mina", &room_65), "error: room is longer than 64 characters", "invalid_room"),
         (
             r#"{"name":"Mina","room":"d\nev"}"#.into(),
-            "error: room contains a control character",
+            "error: room contains a control character (U+000A)",
             "invalid_room",
         ),
         (huge, "error: handshake is larger than 4096 bytes", "too_large"),
@@ -513,13 +531,14 @@ fn line_of_exactly_max_line_is_accepted() {
     assert_eq!(stats.connections, 1);
 }
 
-/// A trailing `\r` is removed (one; a `\r` inside the line stays).
+/// A trailing `\r` is removed (one; a `\r` inside the line is a control
+/// character, delivered as U+FFFD so it cannot overwrite the line).
 #[test]
 fn crlf_is_stripped() {
     let server = TestServer::start();
     let mut client = joined_tcp(server.tcp, "Mina", "dev");
     client.send_raw(b"one\r\nt\rwo\r\nthree\r\r\n");
-    assert_eq!(read_lines(&mut client, 3), ["Mina:one", "Mina:t\rwo", "Mina:three\r"]);
+    assert_eq!(read_lines(&mut client, 3), ["Mina:one", "Mina:t\u{FFFD}wo", "Mina:three\u{FFFD}"]);
 }
 
 /// Empty lines (`\n`, `\r\n`) are not messages.

@@ -19,7 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Connection, Reactor, ServerState, TlsState};
 use crate::rooms::{ConnId, Transport};
-use crate::session::Session;
+use crate::session::{Session, deadline_after};
 use crate::tls::TlsListener;
 
 /// How long to wait before trying `accept` again after running out of
@@ -170,7 +170,8 @@ impl Reactor {
                         }
                     };
                     listener.deregister(self.poll.registry());
-                    listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
+                    listener.state =
+                        Accepting::Paused { until: deadline_after(self.now, ACCEPT_RETRY), since };
                     self.stats.accept_pauses += 1;
                     return;
                 }
@@ -193,7 +194,7 @@ impl Reactor {
             listener.state = Accepting::Retrying { since };
             if let Err(error) = listener.register(self.poll.registry()) {
                 log::warn!("cannot listen again: {error}");
-                listener.state = Accepting::Paused { until: self.now + ACCEPT_RETRY, since };
+                listener.state = Accepting::Paused { until: deadline_after(self.now, ACCEPT_RETRY), since };
                 continue;
             }
             let token = listener.token();

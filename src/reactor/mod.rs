@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::flow::Flow;
 use crate::output::{BufferPool, Output};
 use crate::rooms::{ConnId, Rooms, Transport};
-use crate::session::{Effects, Session};
+use crate::session::{Effects, Session, deadline_after};
 use crate::stats::{SharedStats, Stats};
 use crate::tls::{Loaded, TlsListener};
 
@@ -118,9 +118,11 @@ impl Connection {
 enum ServerState {
     Serving,
     /// No more accepting or reading; pending output is flushed until
-    /// `deadline`, then whatever is left is dropped.
+    /// `deadline`, then whatever is left is dropped. `cut` counts what
+    /// closes dropped on the way, for the summary.
     ShuttingDown {
         deadline: Instant,
+        cut: shutdown::Cut,
     },
 }
 
@@ -266,7 +268,7 @@ impl Reactor {
             self.resume_deferred();
             self.publish_stats();
 
-            if let ServerState::ShuttingDown { deadline } = self.state
+            if let ServerState::ShuttingDown { deadline, .. } = self.state
                 && (self.now >= deadline || self.everything_written())
             {
                 self.finish_shutdown();
@@ -281,14 +283,15 @@ impl Reactor {
         }
         let listeners = self.listeners.iter().filter_map(Listener::retry_at);
         let shutdown = match self.state {
-            ServerState::ShuttingDown { deadline } => Some(deadline),
+            ServerState::ShuttingDown { deadline, .. } => Some(deadline),
             ServerState::Serving => None,
         };
-        let pool_release = (self.outputs.pool.pooled() > 0).then(|| Instant::now() + POOL_IDLE_RELEASE);
+        let pool_release =
+            (self.outputs.pool.pooled() > 0).then(|| deadline_after(Instant::now(), POOL_IDLE_RELEASE));
         let next =
             self.deadlines.next().into_iter().chain(listeners).chain(shutdown).chain(pool_release).min()?;
         // Round up, so the loop does not wake a hair early and spin.
-        Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+        Some(next.saturating_duration_since(Instant::now()).saturating_add(Duration::from_millis(1)))
     }
 
     /// A reloaded certificate is for connections accepted from now on.

@@ -19,7 +19,7 @@ impl Reactor {
 
     fn begin_shutdown(&mut self) {
         let deadline = deadline_after(self.now, self.config.shutdown_grace);
-        self.state = ServerState::ShuttingDown { deadline };
+        self.state = ServerState::ShuttingDown { deadline, cut: Cut::default() };
         for listener in &mut self.listeners {
             listener.deregister(self.poll.registry());
         }
@@ -45,20 +45,44 @@ impl Reactor {
     }
 
     pub(super) fn finish_shutdown(&mut self) {
-        let cut = self.connections.iter().filter(|(_, connection)| !connection.output.is_empty()).count();
-        let unflushed = self.stats.queued_bytes;
-        log::info!(
-            "shutdown complete: {} connections served, {} messages in, {} deliveries; \
-             {cut} connections cut at the grace deadline with {unflushed} bytes unsent",
-            self.stats.accepted,
-            self.stats.messages_in,
-            self.stats.deliveries
-        );
+        // Whatever is still open is closed now; `close` counts what each
+        // drops, as it did for connections closed by their deadline.
         let ids: Vec<ConnId> = self.connections.iter().map(|(key, _)| ConnId(key)).collect();
         for id in ids {
             self.close(id, "shutdown");
         }
         self.remove_closed();
+        let cut = match self.state {
+            ServerState::ShuttingDown { cut, .. } => cut,
+            ServerState::Serving => Cut::default(),
+        };
+        log::info!(
+            "shutdown complete: {} connections served, {} messages in, {} deliveries; \
+             {} connections cut with {} bytes unsent",
+            self.stats.accepted,
+            self.stats.messages_in,
+            self.stats.deliveries,
+            cut.connections,
+            cut.bytes
+        );
         self.publish_stats();
+    }
+}
+
+/// What shutdown could not deliver: connections closed with output still
+/// queued, and those bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cut {
+    connections: u64,
+    bytes: u64,
+}
+
+impl Cut {
+    /// A connection was closed with `dropped` bytes unsent.
+    pub(super) fn count(&mut self, dropped: usize) {
+        if dropped > 0 {
+            self.connections += 1;
+            self.bytes += dropped as u64;
+        }
     }
 }

@@ -25,7 +25,7 @@ use crate::flow::{Allowance, CutReason, Pause, Sender};
 use crate::output::{Appended, Flushed, OverCap, Tally};
 use crate::pages;
 use crate::rooms::{ConnId, RoomId, Transport};
-use crate::session::{Effects, Left, Reading};
+use crate::session::{Effects, Left, Reading, Taken};
 use crate::stats::Stats;
 use crate::tls::TlsFailure;
 
@@ -191,12 +191,16 @@ impl Reactor {
     /// is armed at its deadline.
     pub(super) fn apply_effects(&mut self, id: ConnId) {
         while let Some(request) = self.effects.join.take() {
-            let connection = &mut self.connections[id.0];
-            let claim = self.rooms.join(&request.room, &request.name, id, connection.transport);
+            let transport = self.connections[id.0].transport;
+            let claim = self.rooms.join(&request.room, &request.name, id, transport).map_err(|taken| {
+                let holder = self.connections.get(taken.holder.0).and_then(|holder| holder.session.name());
+                Taken { holder: holder.unwrap_or_default().into() }
+            });
             if claim.is_ok() {
                 self.stats.joins += 1;
-                log::debug!("connection {id}: {} joined {}", request.name, request.room);
+                log::debug!("connection {id}: {} joined {}", request.name.display, request.room.display);
             }
+            let connection = &mut self.connections[id.0];
             connection.session.joined(request, claim, self.now, &self.config, &mut self.effects);
         }
         if let Some(room) = self.effects.room.take() {
@@ -281,7 +285,7 @@ impl Reactor {
     /// A member left its room: the name is free, and its output no longer
     /// holds the room back.
     fn leave_room(&mut self, id: ConnId, left: Left) {
-        self.rooms.leave(left.room, &left.name);
+        self.rooms.leave(left.room, &left.key);
         self.outputs.flow.left_room(id, self.now);
         log::debug!("connection {id}: {} left", left.name);
     }
@@ -434,6 +438,9 @@ impl Reactor {
         let had_output = !connection.output.is_empty();
         let dropped = connection.output.discard(&mut self.outputs.pool);
         self.stats.queued_bytes -= dropped as u64;
+        if let ServerState::ShuttingDown { cut, .. } = &mut self.state {
+            cut.count(dropped);
+        }
         if had_output {
             self.stats.output_buffers -= 1;
         }

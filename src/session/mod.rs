@@ -29,7 +29,7 @@ use crate::http::{self, Page, Response, Route, Routes};
 use crate::line_framing::{LineFramer, for_each_line};
 use crate::output::Batch;
 use crate::parse::Status;
-use crate::rooms::{NameTaken, RoomId};
+use crate::rooms::RoomId;
 use crate::websocket::{self, WsEvent, WsLimits, WsSession, close_code};
 
 #[cfg(test)]
@@ -82,7 +82,10 @@ struct Joining {
 #[derive(Debug)]
 struct Membership {
     room: RoomId,
+    /// The name as the others see it (trimmed, NFC).
     name: Box<str>,
+    /// The folded name the room knows it by.
+    key: Box<str>,
     input: MemberInput,
 }
 
@@ -159,7 +162,17 @@ pub struct PageRequest {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Left {
     pub room: RoomId,
+    /// The name as the others saw it, for the log.
     pub name: Box<str>,
+    /// The folded name the room knows it by.
+    pub key: Box<str>,
+}
+
+/// The reactor's answer to a join whose name was taken: the holder's
+/// spelling of it (which may differ: `Bob` holds `bob`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub holder: Box<str>,
 }
 
 /// What a session asks the reactor to do, filled in by one call. The
@@ -256,6 +269,14 @@ impl Session {
         }
     }
 
+    /// A member's name, as the others see it.
+    pub fn name(&self) -> Option<&str> {
+        match &self.stage {
+            Stage::Member(membership) => Some(&membership.name),
+            _ => None,
+        }
+    }
+
     /// The room of a member, for flow control and delivery.
     pub fn room(&self) -> Option<RoomId> {
         match &self.stage {
@@ -267,7 +288,7 @@ impl Session {
     /// What flow control needs to know when a member wants to read; `None`
     /// for a connection that is not a member yet.
     pub fn sender_profile(&self) -> Option<SenderProfile> {
-        let Stage::Member(Membership { room, name, input }) = &self.stage else { return None };
+        let Stage::Member(Membership { room, name, input, .. }) = &self.stage else { return None };
         let held = match input {
             MemberInput::Lines(framer) => framer.held(),
             MemberInput::WebSocket { ws, .. } => ws.held(),
@@ -331,11 +352,11 @@ impl Session {
 
     /// The reactor's answer to [`Effects::join`], with the request it
     /// took from there: the name is the member's now (`Ok`), or taken in
-    /// that room.
+    /// that room (by a name that folds alike).
     pub fn joined(
         &mut self,
         request: JoinRequest,
-        claim: Result<RoomId, NameTaken>,
+        claim: Result<RoomId, Taken>,
         now: Instant,
         config: &Config,
         effects: &mut Effects,
@@ -346,9 +367,12 @@ impl Session {
         }
         let room = match claim {
             Ok(room) => room,
-            Err(NameTaken) => {
+            Err(Taken { holder }) => {
                 let JoinRequest { name, room } = request;
-                self.fail(HandshakeError::NameTaken { name, room }.into(), now, effects);
+                // The holder's spelling is worth saying only when it differs.
+                let holder = (!holder.is_empty() && holder != name.display).then_some(holder);
+                let taken = HandshakeError::NameTaken { name: name.display, room: room.display, holder };
+                self.fail(taken.into(), now, effects);
                 return;
             }
         };
@@ -360,7 +384,8 @@ impl Session {
             ws.set_max_message(config.max_line);
             *liveness = Liveness::heard(now, config);
         }
-        self.stage = Stage::Member(Membership { room, name: request.name.into(), input });
+        let name = request.name;
+        self.stage = Stage::Member(Membership { room, name: name.display, key: name.key, input });
         // Frames that came behind the handshake message may already sit in
         // tungstenite's buffer, and no more input may ever come to push
         // them through: read them now.
@@ -444,7 +469,7 @@ impl Session {
     /// room; nothing more is said.
     pub fn close(&mut self, effects: &mut Effects, why: &'static str) {
         if let Stage::Member(membership) = std::mem::replace(&mut self.stage, Stage::Closed) {
-            effects.left = Some(Left { room: membership.room, name: membership.name });
+            effects.left = Some(Left { room: membership.room, name: membership.name, key: membership.key });
         }
         effects.closed = Some(why);
     }
@@ -571,7 +596,7 @@ impl Session {
     }
 
     fn member_input(&mut self, input: &[u8], now: Instant, config: &Config, effects: &mut Effects) -> usize {
-        let Stage::Member(Membership { room, name, input: member_input }) = &mut self.stage else {
+        let Stage::Member(Membership { room, name, input: member_input, .. }) = &mut self.stage else {
             unreachable!()
         };
         effects.room = Some(*room);
@@ -685,7 +710,7 @@ impl Session {
     fn enter_closing_until(&mut self, deadline: Instant, effects: &mut Effects) {
         let closing = Stage::Closing { deadline };
         if let Stage::Member(membership) = std::mem::replace(&mut self.stage, closing) {
-            effects.left = Some(Left { room: membership.room, name: membership.name });
+            effects.left = Some(Left { room: membership.room, name: membership.name, key: membership.key });
         }
     }
 }
@@ -710,7 +735,13 @@ pub fn ws_limits(config: &Config) -> WsLimits {
 }
 
 /// `now + after`, saturating: no duration can make deadline arithmetic
-/// panic.
+/// panic. A deadline past what `Instant` can hold becomes a century away
+/// (or, should even that not fit, the furthest a year can reach).
 pub fn deadline_after(now: Instant, after: Duration) -> Instant {
-    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(CENTURY))
+        .or_else(|| now.checked_add(YEAR))
+        .unwrap_or(now)
 }

@@ -2,10 +2,12 @@
 //! fake clock and no socket: a [`Driver`] plays the reactor's part (it
 //! claims names in a real [`Rooms`], and says when output was written).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::handshake::HandshakeReason;
+use crate::names::{check_name, check_room};
 use crate::rooms::{ConnId, Rooms, Transport};
 
 /// A session, a fake clock, and the reactor's side of things.
@@ -26,6 +28,9 @@ struct Driver {
     left: Vec<Left>,
     closed: Option<&'static str>,
     shutdown_write: bool,
+    /// The spelling of each name held in `rooms`, as the reactor's
+    /// sessions would say.
+    holders: HashMap<ConnId, Box<str>>,
 }
 
 const ID: ConnId = ConnId(7);
@@ -56,6 +61,7 @@ impl Driver {
             left: Vec::new(),
             closed: None,
             shutdown_write: false,
+            holders: HashMap::new(),
         }
     }
 
@@ -74,7 +80,10 @@ impl Driver {
     /// Applies (records) the effects, answering a join like the reactor.
     fn apply(&mut self) {
         while let Some(request) = self.effects.join.take() {
-            let claim = self.rooms.join(&request.room, &request.name, ID, Transport::Tcp);
+            let claim = self
+                .rooms
+                .join(&request.room, &request.name, ID, Transport::Tcp)
+                .map_err(|taken| Taken { holder: self.holders[&taken.holder].clone() });
             self.session.joined(request, claim, self.now, &self.config, &mut self.effects);
         }
         if self.effects.room.take().is_some() {
@@ -91,6 +100,13 @@ impl Driver {
         }
         self.shutdown_write |= std::mem::take(&mut self.effects.shutdown_write);
         assert!(self.effects.is_empty());
+    }
+
+    /// Someone else holds `name` in `room`.
+    fn hold(&mut self, room: &str, name: &str, conn: ConnId) {
+        let (room, name) = (check_room(room).unwrap(), check_name(name).unwrap());
+        self.rooms.join(&room, &name, conn, Transport::Tcp).unwrap();
+        self.holders.insert(conn, name.display);
     }
 
     fn advance(&mut self, by: Duration) {
@@ -215,12 +231,34 @@ fn tcp_handshake_failure_says_why_then_closes_after_draining() {
 #[test]
 fn a_taken_name_is_refused_in_the_joining_stage() {
     let mut driver = Driver::tcp();
-    driver.rooms.join("dev", "Mina", ConnId(1), Transport::Tcp).unwrap();
+    driver.hold("dev", "Mina", ConnId(1));
     driver.input(br#"{"name":"Mina","room":"dev"}hello"#);
     assert_eq!(driver.sent_text(), "error: name \"Mina\" is already taken in room \"dev\"\n");
     assert_eq!(driver.failures[0].handshake_reason(), Some(HandshakeReason::NameTaken));
     assert_eq!(driver.stage(), "closing");
     assert!(driver.said.is_empty(), "nothing after a refused handshake is said");
+}
+
+#[test]
+fn a_name_that_looks_like_a_taken_one_is_refused_with_the_holders_spelling() {
+    let mut driver = Driver::tcp();
+    driver.hold("Dev", "Bob", ConnId(1));
+    driver.input(r#"{"name":"B\u043eb","room":"DEV"}"#.as_bytes());
+    assert_eq!(
+        driver.sent_text(),
+        "error: name \"B\u{43e}b\" is already taken in room \"DEV\" (as \"Bob\")\n"
+    );
+    assert_eq!(driver.failures[0].handshake_reason(), Some(HandshakeReason::NameTaken));
+}
+
+#[test]
+fn a_member_speaks_under_its_normalised_name_and_leaves_by_its_key() {
+    let mut driver = Driver::tcp();
+    driver.input(b" {\"name\":\" Jose\\u0301 \",\"room\":\"dev\"}\nhi\r\x1b[2J\n");
+    assert_eq!(driver.said_text(), "Jos\u{e9}:hi\u{FFFD}\u{FFFD}[2J\n");
+    driver.peer_closed();
+    let left = driver.left.pop().expect("left its room");
+    assert_eq!((&*left.name, left.key), ("Jos\u{e9}", check_name("JOSE\u{301}").unwrap().key));
 }
 
 #[test]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use machat::Config;
+use machat::internal::names::{check_name, check_room};
 use machat::internal::rooms::{ConnId, Rooms, Transport};
-use machat::internal::session::{Effects, Reading, Session};
+use machat::internal::session::{Effects, Reading, Session, Taken};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, mut data)) = data.split_first() else { return };
@@ -18,13 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut session = if first & 1 == 0 { Session::tcp(now, &config) } else { Session::http(now, &config) };
     let mut rooms = Rooms::new();
-    // Someone already holds "Mina" in "dev", so the taken-name path runs too.
-    rooms.join("dev", "Mina", ConnId(0), Transport::Tcp).unwrap();
+    // Someone already holds "Mina" in "dev", so the taken-name path runs too
+    // (for "mina", "MINA", "Mіna" with a Cyrillic і... as well).
+    rooms.join(&check_room("dev").unwrap(), &check_name("Mina").unwrap(), ConnId(0), Transport::Tcp).unwrap();
     let mut effects = Effects::default();
     let mut was_closed = false;
     let mut apply = |session: &mut Session, effects: &mut Effects, rooms: &mut Rooms, now: Instant| {
         while let Some(request) = effects.join.take() {
-            let claim = rooms.join(&request.room, &request.name, ConnId(1), Transport::Tcp);
+            let claim = rooms
+                .join(&request.room, &request.name, ConnId(1), Transport::Tcp)
+                .map_err(|_| Taken { holder: "Mina".into() });
             session.joined(request, claim, now, &config, effects);
         }
         effects.room = None;
@@ -32,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         effects.send.clear();
         effects.page = None;
         if let Some(left) = effects.left.take() {
-            rooms.leave(left.room, &left.name).expect("the member was in its room");
+            rooms.leave(left.room, &left.key).expect("the member was in its room");
         }
         effects.failure = None;
         effects.http_status = None;
@@ -56,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 now += Duration::from_millis(u64::from(op) * 100);
-                session.timeout(now, &mut effects);
+                session.timeout(now, &config, &mut effects);
             }
             5 => session.output_drained(now, &mut effects),
             6 => session.peer_closed(now, &mut effects),
