@@ -157,11 +157,12 @@ fn a_stalled_tcp_member_gets_whole_lines_then_the_error() {
     let drain = drain(reader_client.stream.try_clone().unwrap());
     let stats = server.wait_for("the stalled member to be cut", |s| s.cuts_for("stalled") == 1);
     flooding.store(false, Ordering::Relaxed);
-    let sent = flood.join().unwrap();
     assert_eq!(stats.slow_consumers, 1);
-
+    // It reads again now, within the close linger, and gets what was
+    // queued up to the cut, then the error.
     let mut received = Vec::new();
     let _ = stalled.stream.read_to_end(&mut received);
+    let sent = flood.join().unwrap();
     let text = String::from_utf8(received).expect("whole UTF-8 lines");
     let (body, last) = text.trim_end_matches('\n').rsplit_once('\n').expect("lines, then the error");
     assert_eq!(last, "error: slow consumer");
@@ -188,10 +189,10 @@ fn a_stalled_websocket_member_gets_whole_frames_then_close_1008() {
     let flood = flood(sender, flooding.clone());
     server.wait_for("the stalled member to be cut", |s| s.cuts_for("stalled") == 1);
     flooding.store(false, Ordering::Relaxed);
-    flood.join().unwrap();
-
+    // It reads again now, within the close linger.
     let mut received = Vec::new();
     let _ = stalled.read_to_end(&mut received);
+    flood.join().unwrap();
     let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").expect("the 101 response") + 4;
     let frames = server_frames(&received[head_end..]);
     let (close, rest) = frames.split_last().expect("frames");
@@ -300,15 +301,24 @@ fn the_global_budget_holds_with_many_stalled_members() {
     let flood = flood(sender, flooding.clone());
     let stats = server.wait_for("every stalled member cut", |s| s.slow_consumers == STALLED as u64);
     flooding.store(false, Ordering::Relaxed);
+    // The cut members read again now, within the close linger.
+    let endings: Vec<thread::JoinHandle<String>> = stalled
+        .drain(..)
+        .map(|mut client| {
+            thread::spawn(move || {
+                let mut rest = Vec::new();
+                let _ = client.stream.read_to_end(&mut rest);
+                String::from_utf8_lossy(&rest).into_owned()
+            })
+        })
+        .collect();
     let sent = flood.join().unwrap();
     // One read's worth of output per member may come on top of the budget.
     let bound = BUDGET as u64 + (STALLED as u64 + 2) * (3 * 4096 + 200);
     assert!(stats.queued_bytes_peak <= bound, "queued peaked at {} (bound {bound})", stats.queued_bytes_peak);
     assert!(stats.sender_pauses > 0);
-    for client in &mut stalled {
-        let mut rest = Vec::new();
-        let _ = client.stream.read_to_end(&mut rest);
-        assert!(String::from_utf8_lossy(&rest).ends_with("error: slow consumer\n"));
+    for ending in endings {
+        assert!(ending.join().unwrap().ends_with("error: slow consumer\n"));
     }
     drop(reader_client);
     assert!(drain.join().unwrap() >= sent, "the reading member got everything");
