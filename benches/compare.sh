@@ -15,6 +15,14 @@
 # Redis; the old runs are tagged "build": "baseline" and summarize.py puts
 # them side by side.
 #
+# TLS (machat only): fanout-1x1000, fanout-10x100 and idle-10000 also run
+# over TLS (--tcp-tls, and wss:// on --wss), right after their plaintext
+# runs, with the same labels and "tls": true in the JSON, against a
+# self-signed certificate made in target/bench/. TLS=0 leaves them out;
+#   ROUNDS=3 benches/compare.sh tls
+# runs only those scenarios, plaintext and TLS alternating (TCP, TCP over
+# TLS, WS, wss), and needs no Redis.
+#
 # Needs redis-server (Debian's package; installed here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +34,27 @@ FILTER=${1:-}
 BASELINE=${BASELINE:-}
 MACHAT_TCP=127.0.0.1:18989
 MACHAT_WS=127.0.0.1:18099
+MACHAT_TLS=127.0.0.1:18990
+MACHAT_WSS=127.0.0.1:18443
+TLS=${TLS:-1}
+TLS_DIR=target/bench
+TLS_CERT=$TLS_DIR/tls-cert.pem
+TLS_KEY=$TLS_DIR/tls-key.pem
 REDIS=127.0.0.1:16379
 
-if [ -z "$BASELINE" ] && ! command -v redis-server >/dev/null; then
+if [ -z "$BASELINE" ] && [ "$FILTER" != tls ] && ! command -v redis-server >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 cargo build --release --quiet --bin machat --example loadgen
 LOADGEN=target/release/examples/loadgen
-mkdir -p "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")" "$TLS_DIR"
+if [ "$TLS" != 0 ] && [ ! -s "$TLS_CERT" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null
+fi
 
 SERVER_PID=
 stop_server() {
@@ -56,9 +76,15 @@ wait_port() {
 }
 
 start_machat() {
-    RUST_LOG=warn "${1:-target/release/machat}" --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" &
+    # TLS listeners on this build only (a baseline may predate them).
+    local tls=()
+    if [ -z "${1:-}" ] && [ "$TLS" != 0 ]; then
+        tls=(--tcp-tls "$MACHAT_TLS" --wss "$MACHAT_WSS" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+    fi
+    RUST_LOG=warn "${1:-target/release/machat}" --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" "${tls[@]}" &
     SERVER_PID=$!
     wait_port "$MACHAT_TCP"
+    [ ${#tls[@]} = 0 ] || wait_port "$MACHAT_TLS"
 }
 
 start_redis() {
@@ -72,11 +98,13 @@ start_redis() {
 run() {
     local system=$1 label=$2
     shift 2
-    [[ -z "$FILTER" || "$label" == *"$FILTER"* ]] || return 0
+    [[ -z "$FILTER" || "$FILTER" == tls || "$label" == *"$FILTER"* ]] || return 0
     local tag=
     case $system in
         machat) start_machat; args=(--addr "$MACHAT_TCP") ;;
         machat-ws) start_machat; args=(--transport ws --addr "$MACHAT_WS") ;;
+        machat-tls) start_machat; args=(--tls --ca "$TLS_CERT" --addr "$MACHAT_TLS") ;;
+        machat-wss) start_machat; args=(--transport ws --tls --ca "$TLS_CERT" --addr "$MACHAT_WSS") ;;
         baseline) start_machat "$BASELINE"; args=(--addr "$MACHAT_TCP"); tag=baseline ;;
         baseline-ws) start_machat "$BASELINE"; args=(--transport ws --addr "$MACHAT_WS"); tag=baseline ;;
         redis) start_redis; args=(--proto redis --addr "$REDIS") ;;
@@ -117,12 +145,45 @@ solo() {
     run machat "$@"
 }
 
+# The same scenario over TLS (this build only): TCP over TLS, then wss.
+tls() {
+    [ "$TLS" != 0 ] && [ -z "$BASELINE" ] || return 0
+    run machat-tls "$@"
+    run machat-wss "$@"
+}
+
+TLS_SCENARIOS=(
+    "fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration $DURATION"
+    "fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration $DURATION"
+    "idle-10000 --idle 10000 --hold 0"
+)
+if [ "$FILTER" = tls ]; then
+    # Only the TLS scenarios, each plaintext and TLS alternating.
+    for round in $(seq "$ROUNDS"); do
+        echo "=== round $round of $ROUNDS (TLS)" >&2
+        for scenario in "${TLS_SCENARIOS[@]}"; do
+            # shellcheck disable=SC2086 # the words are the flags
+            set -- $scenario
+            run machat "$@"
+            run machat-tls "$@"
+            run machat-ws "$@"
+            run machat-wss "$@"
+        done
+    done
+    echo "results: $OUT" >&2
+    exit 0
+fi
+
 for round in $(seq "$ROUNDS"); do
     echo "=== round $round of $ROUNDS" >&2
     both fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
     both fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
     ws fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
     ws fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
+    for scenario in "${TLS_SCENARIOS[@]:0:2}"; do
+        # shellcheck disable=SC2086 # the words are the flags
+        tls $scenario
+    done
     # The same with more messages in flight per sender (more to coalesce).
     both fanout-1x1000-window64 --rooms 1 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
     both fanout-10x100-window64 --rooms 10 --receivers 1000 --senders 10 --window 64 --duration "$DURATION"
@@ -133,6 +194,7 @@ for round in $(seq "$ROUNDS"); do
     done
     both idle-10000 --idle 10000 --hold 0
     ws idle-10000 --idle 10000 --hold 0
+    tls idle-10000 --idle 10000 --hold 0
     for n in 1000 19000; do
         solo "idle-$n" --idle "$n" --hold 0
         ws "idle-$n" --idle "$n" --hold 0

@@ -2,7 +2,8 @@
 """Turns benches/compare.sh's JSON lines into the Markdown tables of
 docs/BENCHMARKS.md: medians per scenario and system, and machat/Redis ratios;
 bursts (loadgen --burst) get a table of their own, printed only when the
-results hold some.
+results hold some; runs over TLS ("tls": true) are rows of their own
+(machat TCP+TLS, machat WSS) and get a table against plaintext.
 
     python3 benches/summarize.py target/bench/results.jsonl
 """
@@ -16,6 +17,8 @@ def system(run):
     if run["proto"] == "redis":
         return "Redis"
     name = "machat WS" if run["transport"] == "ws" else "machat TCP"
+    if run.get("tls"):
+        name = "machat WSS" if run["transport"] == "ws" else "machat TCP+TLS"
     return name + " (baseline)" if run.get("build") == "baseline" else name
 
 
@@ -36,7 +39,8 @@ def main(path):
             run = json.loads(line)
             groups[(run["label"], system(run))].append(run)
     labels = sorted({label for label, _ in groups}, key=lambda l: (l.split("-")[0], len(l), l))
-    systems = ["machat TCP (baseline)", "machat TCP", "machat WS (baseline)", "machat WS", "Redis"]
+    systems = ["machat TCP (baseline)", "machat TCP", "machat TCP+TLS", "machat WS (baseline)", "machat WS",
+               "machat WSS", "Redis"]
     bursts = {label for (label, _), runs in groups.items() if any(run.get("mode") == "burst" for run in runs)}
     loads = [label for label in labels if label not in bursts]
 
@@ -109,6 +113,24 @@ def main(path):
                       f"| {fmt(median(runs, 'loss'))} | {fmt(median(runs, 'burst_server_closed'))} "
                       f"| {fmt(median(runs, 'burst_sender_stall_max_ms'), 1, 1)} ms "
                       f"| {sum(run.get('burst_server_errors', 0) for run in runs)} |")
+    if any(name in ("machat TCP+TLS", "machat WSS") for _, name in groups):
+        print("\n### TLS against plaintext (ratio of medians, TLS ÷ plaintext)\n")
+        print("| scenario | transport | deliveries/s | server CPU per delivery | p99 latency | "
+              "server RSS per idle connection |")
+        print("|---|---|---|---|---|---|")
+        for label in labels:
+            for plain, secure in (("machat TCP", "machat TCP+TLS"), ("machat WS", "machat WSS")):
+                clear, tls = groups.get((label, plain)), groups.get((label, secure))
+                if not clear or not tls:
+                    continue
+
+                def ratio(key):
+                    top, bottom = median(tls, key), median(clear, key)
+                    return "–" if not top or not bottom else f"{top / bottom:.2f}"
+
+                print(f"| {label} | {secure} ÷ {plain} | {ratio('deliveries_per_s')} "
+                      f"| {ratio('server_ns_per_delivery')} | {ratio('lat_p99_us')} "
+                      f"| {ratio('server_bytes_per_conn')} |")
     if any(name.endswith("(baseline)") for _, name in groups):
         print("\n### This build against the baseline (ratio of medians, this ÷ baseline)\n")
         print("| scenario | transport | deliveries/s | server CPU per delivery | p99 latency | "

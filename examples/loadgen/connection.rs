@@ -54,6 +54,8 @@ pub enum Role {
 
 pub struct Connection {
     pub socket: Option<TcpStream>,
+    /// `--tls`: the session every byte goes through.
+    pub tls: Option<Box<rustls::ClientConnection>>,
     pub state: ConnState,
     pub role: Role,
     /// Number among the connections of its role.
@@ -66,7 +68,7 @@ pub struct Connection {
     pub out: Vec<u8>,
     /// How much of `out` is written.
     pub out_pos: usize,
-    /// Bytes the socket took, ever.
+    /// Bytes the socket took, ever (with TLS: plaintext bytes rustls took).
     pub bytes_written: u64,
     /// One per sender of its room, indexed by sender / rooms.
     pub tracks: Vec<SenderTrack>,
@@ -87,6 +89,7 @@ impl Connection {
     pub fn new(role: Role, id: u32, room: u32, sender: u32, tracks: Vec<SenderTrack>) -> Self {
         Connection {
             socket: None,
+            tls: None,
             state: ConnState::Pending,
             role,
             id,
@@ -316,7 +319,33 @@ impl Connection {
             return Ok(0);
         };
         let mut written = 0;
-        while self.out_pos < self.out.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext into rustls (which takes up to its buffer limit, and
+            // holds it back until the handshake is done), records out to the
+            // socket until it is full or nothing is left.
+            loop {
+                let mut progress = false;
+                if self.out_pos < self.out.len() {
+                    let n = tls.writer().write(&self.out[self.out_pos..])?;
+                    self.out_pos += n;
+                    written += n;
+                    progress = n > 0;
+                }
+                if tls.wants_write() {
+                    match tls.write_tls(socket) {
+                        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                        Ok(_) => progress = true,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !progress {
+                    break;
+                }
+            }
+        }
+        while self.tls.is_none() && self.out_pos < self.out.len() {
             match socket.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -343,6 +372,12 @@ impl Connection {
     /// Output queued and not yet written.
     pub fn unwritten(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Something waits to be written: output, or TLS records (a handshake
+    /// message, or encrypted output the socket did not take).
+    pub fn wants_flush(&self) -> bool {
+        self.unwritten() > 0 || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 }
 

@@ -84,8 +84,10 @@ impl LoadGenerator {
                 .registry()
                 .register(&mut socket, Token(i), Interest::READABLE | Interest::WRITABLE)
                 .map_err(|e| failure(exit_code::CANNOT_CONNECT, format!("cannot register socket: {e}")))?;
+            let tls = self.tls.as_ref().map(|client| client.connection()).transpose()?;
             let conn = &mut self.conns[i];
             conn.socket = Some(socket);
+            conn.tls = tls;
             conn.state = ConnState::Connecting;
             self.next_to_open += 1;
         }
@@ -164,7 +166,7 @@ impl LoadGenerator {
             let sender = conn.sender;
             self.fill_burst(sender, self.clock.now_ns());
         } else if conn.state != ConnState::Closed
-            && conn.unwritten() > 0
+            && conn.wants_flush()
             && let Err(e) = conn.flush()
         {
             self.on_closed(i, e.to_string());
@@ -175,6 +177,9 @@ impl LoadGenerator {
     /// budget is spent; `closing` (the peer has shut its side) means read on
     /// to the end of the stream.
     fn on_readable(&mut self, i: usize, closing: bool) {
+        if self.conns[i].tls.is_some() {
+            return self.on_readable_tls(i, closing);
+        }
         let mut closed = None;
         {
             let LoadGenerator { conns, read_buffer, shared, clock, .. } = self;
@@ -237,6 +242,109 @@ impl LoadGenerator {
         }
     }
 
+    /// `on_readable` through TLS: plaintext rustls already holds is used
+    /// first (no event would say it is there), then records are read from
+    /// the socket until it is empty (edge triggered), each batch decrypted
+    /// and its plaintext used, within this receiver's `--read-rate` budget.
+    /// Records stay in the kernel while plaintext is left unread, so a paced
+    /// receiver still shows the server a full socket.
+    fn on_readable_tls(&mut self, i: usize, closing: bool) {
+        let mut closed = None;
+        {
+            let LoadGenerator { conns, read_buffer, shared, clock, .. } = self;
+            let conn = &mut conns[i];
+            conn.peer_hung_up |= closing;
+            conn.read_paused_until = None;
+            'reading: loop {
+                // The plaintext rustls holds.
+                loop {
+                    let want = match conn.pacing.as_mut() {
+                        None => CHUNK,
+                        Some(pacing) => match pacing.allowance(clock.now_ns()).min(CHUNK) {
+                            0 => {
+                                conn.read_paused_until = Some(pacing.refilled_at());
+                                break 'reading;
+                            }
+                            allowed => allowed,
+                        },
+                    };
+                    let Some(tls) = conn.tls.as_mut() else {
+                        break 'reading;
+                    };
+                    let keep = conn.carry.len();
+                    if read_buffer.len() < keep + want {
+                        read_buffer.resize(keep + want, 0);
+                    }
+                    read_buffer[..keep].copy_from_slice(&conn.carry);
+                    match tls.reader().read(&mut read_buffer[keep..keep + want]) {
+                        Ok(0) => {
+                            closed = Some("connection closed by the server (TLS close_notify)".to_string());
+                            break 'reading;
+                        }
+                        Ok(n) => {
+                            if let Some(pacing) = conn.pacing.as_mut() {
+                                pacing.spend(n);
+                            }
+                            let now = clock.now_ns();
+                            let total = keep + n;
+                            let used = conn.process(&read_buffer[..total], now, shared);
+                            conn.carry.clear();
+                            conn.carry.extend_from_slice(&read_buffer[used..total]);
+                            if let Some(why) = conn.peer_closed.take() {
+                                closed = Some(why);
+                                break 'reading;
+                            }
+                            if shared.failure.is_some() {
+                                break 'reading;
+                            }
+                        }
+                        // Nothing decrypted is left.
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                            closed =
+                                Some("connection closed by the server (no TLS close_notify)".to_string());
+                            break 'reading;
+                        }
+                        Err(e) => {
+                            closed = Some(format!("TLS: {e}"));
+                            break 'reading;
+                        }
+                    }
+                }
+                // More records from the socket.
+                let (Some(socket), Some(tls)) = (conn.socket.as_mut(), conn.tls.as_mut()) else {
+                    break;
+                };
+                match tls.read_tls(socket) {
+                    // The end of the stream: what rustls still holds is read
+                    // above, and then the reader says how it ended.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        closed = Some(e.to_string());
+                        break;
+                    }
+                }
+                if let Err(e) = tls.process_new_packets() {
+                    // The alert tells the server why.
+                    let _ = tls.write_tls(socket);
+                    closed = Some(format!("TLS: {e}"));
+                    break;
+                }
+            }
+        }
+        if closed.is_none() && self.conns[i].wants_flush() {
+            // Handshake messages, or a reply such as a pong.
+            if let Err(e) = self.conns[i].flush() {
+                closed = Some(e.to_string());
+            }
+        }
+        if let Some(why) = closed {
+            self.on_closed(i, why);
+        }
+    }
+
     /// Reads again from paced receivers whose budget has come back: no
     /// event would say their unread data is there. Returns when to call
     /// again.
@@ -275,6 +383,7 @@ impl LoadGenerator {
         }
         let was_ready = conn.state == ConnState::Ready;
         conn.state = ConnState::Closed;
+        conn.tls = None;
         conn.carry = Vec::new();
         conn.out = Vec::new();
         conn.out_pos = 0;

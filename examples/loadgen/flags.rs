@@ -126,6 +126,18 @@ pub struct Flags {
     /// Print only the JSON line on stdout (no table).
     #[arg(long)]
     pub quiet: bool,
+    /// Speak TLS: to machat's --tcp-tls with --transport tcp, or wss:// to
+    /// its --wss with --transport ws (give --addr: the ports differ).
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: PEM file of the certificates to trust (the server's own,
+    /// when self-signed) [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// With --tls: the name the server's certificate must carry (a DNS name
+    /// or an IP address), also sent as SNI.
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    pub server_name: String,
 }
 
 impl Flags {
@@ -167,6 +179,9 @@ impl Flags {
         }
         if self.slow_receivers.is_some() && self.read_rate.is_none() {
             return bad("--slow-receivers needs --read-rate");
+        }
+        if self.ca.is_some() && !self.tls {
+            return bad("--ca needs --tls");
         }
         Ok(())
     }
@@ -216,6 +231,7 @@ mod tests {
             &["--read-rate", "NaN"],
             &["--read-rate", "100", "--idle", "1"],
             &["--slow-receivers", "1"],
+            &["--ca", "ca.pem"],
         ] {
             let error = parse(args).check().expect_err(&format!("{args:?} accepted"));
             assert_eq!(error.code, 2, "{args:?}");
@@ -226,5 +242,9 @@ mod tests {
         parse(&["--burst", "16000000", "--read-rate", "1e6", "--slow-receivers", "1"])
             .check()
             .expect("burst");
+        let tls = parse(&["--tls", "--ca", "ca.pem", "--transport", "ws"]);
+        tls.check().expect("wss");
+        assert_eq!((tls.tls, tls.server_name.as_str()), (true, "localhost"));
+        assert!(!parse(&[]).tls, "plaintext unless asked");
     }
 }

@@ -12,7 +12,7 @@ use mio::Poll;
 use crate::burst::Burst;
 use crate::connection::{CHUNK, Connection, NO_SENDER, Role};
 use crate::event_loop::SIGNAL_TOKEN;
-use crate::flags::{Flags, Proto};
+use crate::flags::{Flags, Proto, Transport};
 use crate::histogram::Histogram;
 use crate::phases::RunPhase;
 use crate::protocol::MessageEncoder;
@@ -21,6 +21,7 @@ use crate::sequence::SenderTrack;
 use crate::shared::{SenderState, Shared, Stats};
 use crate::signals::Interrupts;
 use crate::system::{self, CpuTimes, SystemSnapshot};
+use crate::tls::TlsClient;
 use crate::{Failure, exit_code, failure};
 
 /// Nanoseconds since the generator started: every time in the generator is
@@ -93,6 +94,8 @@ pub struct LoadGenerator {
     pub burst: Option<Burst>,
     /// Connections whose reading `--read-rate` paces.
     pub paced_readers: Vec<usize>,
+    /// `--tls`: what each connection's TLS session is made from.
+    pub tls: Option<TlsClient>,
 }
 
 impl LoadGenerator {
@@ -189,6 +192,18 @@ impl LoadGenerator {
         }
         let source_ips = if loopback { source_ips } else { 1 };
 
+        let tls = if flags.tls {
+            let ca =
+                match &flags.ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        failure(exit_code::BAD_FLAGS, format!("--ca {}: {e}", path.display()))
+                    })?),
+                    None => None,
+                };
+            Some(TlsClient::new(ca.as_deref(), &flags.server_name, flags.transport == Transport::Ws)?)
+        } else {
+            None
+        };
         let poll = Poll::new()
             .map_err(|e| failure(exit_code::CANNOT_CONNECT, format!("cannot create poll: {e}")))?;
         interrupts
@@ -231,6 +246,7 @@ impl LoadGenerator {
             interrupts,
             burst: flags.burst.map(|bytes| Burst::new(bytes, flags.senders as usize)),
             paced_readers,
+            tls,
             flags,
         })
     }

@@ -32,6 +32,11 @@
 //! sender stall, and the connections the server cut (slow consumers): those
 //! are results, so burst mode exits 0 once set up.
 //!
+//! TLS (`--tls`, with `--ca FILE` and `--server-name NAME`): every
+//! connection speaks through a `rustls::ClientConnection`, to machat's
+//! `--tcp-tls` (`--transport tcp`) or `--wss` (`--transport ws`); the
+//! handshake is part of connecting, before the barrier.
+//!
 //! Output: a table (unless `--quiet`), then one JSON line with every figure.
 //! Besides the server's CPU and RSS (`--server-pid`), the line carries the
 //! machine's input-backlog drops and TCP retransmissions during the timed
@@ -49,6 +54,7 @@
 //! cargo run --release --example loadgen -- --proto redis --receivers 1000 --senders 10
 //! cargo run --release --example loadgen -- --senders 1 --receivers 1000 --rate 100
 //! cargo run --release --example loadgen -- --idle 10000 --hold 0 --server-pid "$(pidof machat)"
+//! cargo run --release --example loadgen -- --tls --ca cert.pem --addr 127.0.0.1:8990 --receivers 1000 --senders 10
 //! cargo run --release --example loadgen -- --burst 16000000 --receivers 3 --read-rate 1000000 --slow-receivers 1
 //! ```
 //!
@@ -68,7 +74,9 @@
 //! - `histogram`: latencies;
 //! - `report`: the table and the JSON line;
 //! - `system`: CPU, RSS, kernel counters, open-file limit;
-//! - `signals`: Ctrl-C.
+//! - `signals`: Ctrl-C;
+//! - `tls`: `--tls`, the client configuration (the reading and writing
+//!   through rustls is in `event_loop` and `connection`).
 
 mod burst;
 mod connection;
@@ -86,6 +94,7 @@ mod sequence;
 mod shared;
 mod signals;
 mod system;
+mod tls;
 
 use clap::Parser;
 

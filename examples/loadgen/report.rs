@@ -32,6 +32,7 @@ impl LoadGenerator {
         let flags = &self.flags;
         json.insert("proto".into(), format!("{:?}", flags.proto).to_lowercase().into());
         json.insert("transport".into(), format!("{:?}", flags.transport).to_lowercase().into());
+        json.insert("tls".into(), flags.tls.into());
         if !flags.label.is_empty() {
             json.insert("label".into(), flags.label.clone().into());
         }
