@@ -106,7 +106,11 @@ def check_structure(text):
         assert match, f"{where}: not a sample line"
         name, labels, value = match.groups()
         assert name == current, f"{where}: sample outside its family ({current})"
-        assert re.fullmatch(r"\d+", value), f"{where}: value is not a non-negative integer"
+        if name.endswith("_seconds_total"):
+            # Durations are fractional seconds, as Prometheus names them.
+            assert re.fullmatch(r"\d+\.\d+", value), f"{where}: value is not a non-negative decimal"
+        else:
+            assert re.fullmatch(r"\d+", value), f"{where}: value is not a non-negative integer"
         assert (name, labels) not in series, f"{where}: duplicate series"
         series.add((name, labels))
         seen.add(name)
