@@ -7,10 +7,10 @@
 //!   pair with a one-line [`TlsError`] naming the file, and build the two
 //!   [`rustls::ServerConfig`]s ([`Loaded`]): TLS 1.2 and 1.3 on the `ring`
 //!   provider, ALPN `http/1.1` for HTTPS and none for the line protocol.
-//! - [`Reloadable`]: the configs the event loop hands to new connections,
-//!   replaced by [`Reloadable::reload`] only when the new files are good.
-//!   A signal thread asks for a reload through a [`ReloadTrigger`] (a flag
-//!   and the loop's `mio::Waker`) and never touches the loop's state.
+//! - [`Reloadable`]: the files and what was last loaded from them, replaced
+//!   by [`Reloadable::reload`] only when the new files are good. It lives
+//!   with `Handle::reload_tls`, which reloads on the caller's thread (the
+//!   SIGHUP thread) and hands the new [`Loaded`] to the event loop.
 //! - [`TlsFailure`]: why a TLS handshake failed at run time, as a few
 //!   stable metric labels; [`TlsListener`]: which listener, as a label.
 //! - [`plaintext_on_tls_port`] and [`tls_on_plaintext_port`]: what the
@@ -23,7 +23,6 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
@@ -323,22 +322,15 @@ fn system_time(unix_seconds: i64) -> SystemTime {
 
 /// The configurations new connections get, reloadable from the same files.
 ///
-/// The event loop owns it. Connections already open keep the
-/// `Arc<ServerConfig>` they were created with, so a reload never touches
-/// them; only connections accepted afterwards see the new certificate.
-///
-/// SIGHUP, without the signal thread touching the loop's state:
-///
-/// ```text
-/// signal thread:  for _ in signals { trigger.request() }   // flag, then wake
-/// loop, on the waker's event:  tls.reload_if_requested()  // reads files, logs
-/// ```
+/// Connections already open keep the `Arc<ServerConfig>` they were created
+/// with, so a reload never touches them; only connections accepted
+/// afterwards see the new certificate. Reloading reads files, so it runs
+/// off the event loop (see `Handle::reload_tls`).
 #[derive(Debug)]
 pub struct Reloadable {
     files: TlsFiles,
     resumption: Resumption,
     current: Loaded,
-    requested: Arc<AtomicBool>,
 }
 
 impl Reloadable {
@@ -347,7 +339,7 @@ impl Reloadable {
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let resumption = Resumption::new(&files)?;
         let current = load_at(&files, SystemTime::now(), &resumption)?;
-        Ok(Reloadable { files, resumption, current, requested: Arc::new(AtomicBool::new(false)) })
+        Ok(Reloadable { files, resumption, current })
     }
 
     /// The files it loads from.
@@ -371,57 +363,6 @@ impl Reloadable {
     pub fn reload(&mut self) -> Result<&Loaded, TlsError> {
         self.current = load_at(&self.files, SystemTime::now(), &self.resumption)?;
         Ok(&self.current)
-    }
-
-    /// A handle for the signal thread: [`ReloadTrigger::request`] sets the
-    /// flag this reads and wakes the loop with `waker`.
-    pub fn trigger(&self, waker: Arc<mio::Waker>) -> ReloadTrigger {
-        ReloadTrigger { requested: self.requested.clone(), waker }
-    }
-
-    /// For the loop, on its waker's event (the waker may have been woken
-    /// for something else too): reloads if a reload was requested since
-    /// the last call, and logs the outcome (info, or error with the old
-    /// certificate kept). `None` if no reload was requested; several
-    /// requests before the loop looks make one reload.
-    pub fn reload_if_requested(&mut self) -> Option<Result<&Loaded, TlsError>> {
-        if !self.requested.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        let files = self.files.clone();
-        match self.reload() {
-            Ok(loaded) => {
-                log::info!(
-                    "reloaded TLS certificate {} ({}, valid until {}) and key {} for new connections",
-                    files.cert.display(),
-                    loaded.subject,
-                    utc_date(loaded.not_after),
-                    files.key.display()
-                );
-                Some(Ok(loaded))
-            }
-            Err(error) => {
-                log::error!("TLS reload failed, keeping the certificate loaded before: {error}");
-                Some(Err(error))
-            }
-        }
-    }
-}
-
-/// Asks the loop to reload, from any thread (the SIGHUP thread). Sets a
-/// flag and wakes the loop; the loop does the reading.
-#[derive(Debug, Clone)]
-pub struct ReloadTrigger {
-    requested: Arc<AtomicBool>,
-    waker: Arc<mio::Waker>,
-}
-
-impl ReloadTrigger {
-    /// Requests a reload and wakes the loop.
-    pub fn request(&self) -> io::Result<()> {
-        // Release: the loop's swap (Acquire) then sees the request.
-        self.requested.store(true, Ordering::Release);
-        self.waker.wake()
     }
 }
 
@@ -806,35 +747,6 @@ mod tests {
         assert_eq!(served_leaf(&pki, tls.config(TlsListener::Wss)), second_leaf);
         // A connection made before the reload still has the old config.
         assert_eq!(served_leaf(&pki, before), first_leaf);
-    }
-
-    #[test]
-    fn a_trigger_wakes_the_loop_and_the_loop_reloads_once() {
-        const WAKE: mio::Token = mio::Token(7);
-        let pki = Pki::new();
-        let (files, _) = pki.good_leaf("good");
-        let mut tls = Reloadable::load(files).unwrap();
-        let mut poll = mio::Poll::new().unwrap();
-        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE).unwrap());
-        // The loop keeps its waker: dropping the last one closes its eventfd,
-        // and the wake would never arrive.
-        let trigger = tls.trigger(waker.clone());
-        assert!(tls.reload_if_requested().is_none(), "nothing was requested yet");
-
-        // The signal thread's side, twice before the loop looks.
-        let signal_thread = std::thread::spawn(move || {
-            trigger.request().unwrap();
-            trigger.request().unwrap();
-        });
-        signal_thread.join().unwrap();
-
-        let mut events = mio::Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
-        assert!(events.iter().any(|event| event.token() == WAKE));
-        let before = tls.config(TlsListener::Wss);
-        assert!(matches!(tls.reload_if_requested(), Some(Ok(_))));
-        assert!(!Arc::ptr_eq(&before, &tls.config(TlsListener::Wss)));
-        assert!(tls.reload_if_requested().is_none(), "two requests make one reload");
     }
 
     #[test]

@@ -317,11 +317,6 @@ impl Session {
         matches!(self.stage, Stage::Draining { .. } | Stage::Closed)
     }
 
-    /// Whether the session is a member of a room.
-    pub fn is_member(&self) -> bool {
-        matches!(self.stage, Stage::Member(_))
-    }
-
     /// Bytes of input held between reads by machat's own framing (not
     /// counting tungstenite's read buffer, sized by `--ws-read-buffer`).
     pub fn held_input(&self) -> usize {
