@@ -1,7 +1,9 @@
 //! The plain-HTTP pages of the WebSocket port, rendered with no socket in
-//! sight: the browser chat page, the Prometheus counters, the health check.
+//! sight: the browser chat page, the Prometheus counters, the health check,
+//! and the operator views (from what the reactor looks up for them).
 
 use crate::http::{Page, Response};
+use crate::operator::{self, Lookup};
 use crate::stats::Stats;
 
 /// The browser chat page served at `/`, compiled in.
@@ -10,8 +12,9 @@ const CHAT_PAGE: &str = include_str!("chat_page.html");
 const WS_PATH_PLACEHOLDER: &str = "\"__MACHAT_WS_PATH__\"";
 
 /// The response for one of the server's pages. `stats` must be current
-/// (gauges refreshed) for the metrics page.
-pub fn render(page: Page, ws_path: &str, stats: &Stats) -> Response {
+/// (gauges refreshed) for the metrics page; `rooms` answers the operator
+/// views, whose responses stay within `max_bytes`.
+pub fn render(page: Page, ws_path: &str, stats: &Stats, rooms: &dyn Lookup, max_bytes: usize) -> Response {
     match page {
         Page::Chat => {
             // The page learns the WebSocket path from a JSON string in its
@@ -26,6 +29,7 @@ pub fn render(page: Page, ws_path: &str, stats: &Stats) -> Response {
             .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .with_body(stats.to_prometheus().into_bytes()),
         Page::Health => Response::text(200, "ok"),
+        Page::Operator(view) => operator::render(view, rooms, max_bytes),
     }
 }
 
@@ -35,7 +39,7 @@ mod tests {
 
     #[test]
     fn the_chat_page_learns_the_websocket_path_safely() {
-        let response = render(Page::Chat, "/chat</script>", &Stats::default());
+        let response = render(Page::Chat, "/chat</script>", &Stats::default(), &operator::NoRooms, 1 << 20);
         let body = String::from_utf8(response.body().to_vec()).unwrap();
         assert!(body.contains(r#""/chat\u003c/script>""#));
         assert!(!body.contains(WS_PATH_PLACEHOLDER));

@@ -345,7 +345,7 @@ fn keep_alive_pages_answer_pipelined_requests_in_order() {
     let mut driver = Driver::http();
     driver.advance(Duration::from_secs(1));
     driver.input(b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    let pages: Vec<_> = driver.pages.iter().map(|p| (p.page, p.head_only, p.keep_alive)).collect();
+    let pages: Vec<_> = driver.pages.iter().map(|p| (p.page.clone(), p.head_only, p.keep_alive)).collect();
     assert_eq!(pages, [(Page::Health, false, true), (Page::Metrics, false, true), (Page::Chat, true, false)]);
     assert_eq!(driver.stage(), "closing");
     // A kept-alive connection gets a fresh deadline for its next request.
