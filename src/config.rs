@@ -74,6 +74,19 @@ pub struct Config {
     /// Bearer token that opens the operator views (`/rooms`,
     /// `/rooms/<name>/history`); `None` keeps them closed to everyone.
     pub operator_token: Option<String>,
+    /// Cluster mode: `redis://[[user]:password@]host[:port][/db]`. Rooms
+    /// span every node on the same Redis; `None` serves alone.
+    pub cluster: Option<String>,
+    /// This node's id in the cluster; `None` picks a random one.
+    pub node_id: Option<String>,
+    /// How long a claimed name lives in Redis without a refresh: a crashed
+    /// node's names are free again after it.
+    pub cluster_name_ttl: Duration,
+    /// Serve locally when Redis is unreachable at start (and keep trying),
+    /// instead of refusing to start.
+    pub cluster_optional: bool,
+    /// How long a join waits for Redis before `error: cluster unavailable`.
+    pub cluster_join_wait: Duration,
 }
 
 impl Default for Config {
@@ -104,6 +117,11 @@ impl Default for Config {
             history_db: None,
             history_retention: None,
             operator_token: None,
+            cluster: None,
+            node_id: None,
+            cluster_name_ttl: Config::DEFAULT_CLUSTER_NAME_TTL,
+            cluster_optional: false,
+            cluster_join_wait: Config::DEFAULT_CLUSTER_JOIN_WAIT,
         }
     }
 }
@@ -169,6 +187,10 @@ impl Config {
     /// Largest `--history` accepted: a replay is one turn's work and must
     /// stay small.
     pub const MAX_HISTORY: usize = 10_000;
+    /// Default of [`Config::cluster_name_ttl`].
+    pub const DEFAULT_CLUSTER_NAME_TTL: Duration = Duration::from_secs(30);
+    /// Default of [`Config::cluster_join_wait`].
+    pub const DEFAULT_CLUSTER_JOIN_WAIT: Duration = Duration::from_secs(5);
     /// Smallest `--history-memory` accepted while history is on: 64 KiB.
     pub const MIN_HISTORY_MEMORY: usize = 64 * 1024;
     /// Largest `--history-retention`: ten years.
@@ -255,7 +277,41 @@ impl Config {
         {
             return refuse("--operator-token must be at least 16 printable ASCII characters without spaces");
         }
+        self.cluster_config(std::time::Instant::now())?;
         Ok(())
+    }
+
+    /// The cluster's configuration, when `--cluster` is set (`now` seeds
+    /// a random node id when none is given).
+    pub(crate) fn cluster_config(
+        &self,
+        now: std::time::Instant,
+    ) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+        let Some(url) = &self.cluster else {
+            if self.node_id.is_some() || self.cluster_optional {
+                return Err(ConfigError("--node-id and --cluster-optional need --cluster".into()));
+            }
+            return Ok(None);
+        };
+        let url = crate::cluster::RedisUrl::parse(url).map_err(ConfigError)?;
+        let (min, max) = (Duration::from_secs(1), Config::MAX_DURATION);
+        duration("--cluster-name-ttl", self.cluster_name_ttl, Zero::Refused, min, max)?;
+        duration("--cluster-join-wait", self.cluster_join_wait, Zero::Refused, Config::MIN_DURATION, max)?;
+        let node_id = match &self.node_id {
+            Some(id) if id.is_empty() || id.len() > 64 || !id.bytes().all(|byte| byte.is_ascii_graphic()) => {
+                return Err(ConfigError(format!(
+                    "--node-id must be 1 to 64 printable ASCII characters without spaces (got {id:?})"
+                )));
+            }
+            Some(id) => id.clone(),
+            None => crate::cluster::random_node_id(now),
+        };
+        Ok(Some(crate::cluster::ClusterConfig {
+            url,
+            node_id,
+            name_ttl: self.cluster_name_ttl,
+            join_wait: self.cluster_join_wait,
+        }))
     }
 
     /// The in-memory history's limits.

@@ -28,6 +28,9 @@ pub enum Failure {
     SlowConsumer,
     /// A WebSocket peer answered no ping for a whole interval.
     PingTimeout,
+    /// Cluster mode: another node took this member's name while this node
+    /// could not reach Redis.
+    NameTakenElsewhere,
 }
 
 impl Failure {
@@ -37,9 +40,11 @@ impl Failure {
             Failure::Handshake(HandshakeError::TooLarge) => close_code::TOO_BIG,
             Failure::LineTooLong { .. } => close_code::TOO_BIG,
             Failure::WebSocket(error) => error.close_code(),
-            Failure::Handshake(_) | Failure::Http(_) | Failure::ServerFull | Failure::SlowConsumer => {
-                close_code::POLICY
-            }
+            Failure::Handshake(_)
+            | Failure::Http(_)
+            | Failure::ServerFull
+            | Failure::SlowConsumer
+            | Failure::NameTakenElsewhere => close_code::POLICY,
             Failure::PingTimeout => close_code::UNEXPECTED,
         }
     }
@@ -75,6 +80,7 @@ impl fmt::Display for Failure {
             Failure::ServerFull => f.write_str("server full"),
             Failure::SlowConsumer => f.write_str("slow consumer"),
             Failure::PingTimeout => f.write_str("ping timeout"),
+            Failure::NameTakenElsewhere => f.write_str("name taken elsewhere"),
         }
     }
 }

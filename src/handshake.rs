@@ -66,6 +66,8 @@ pub enum HandshakeError {
     },
     TooLarge,
     TimedOut,
+    /// Cluster mode: Redis could not be asked whether the name is free.
+    ClusterUnavailable,
 }
 
 impl fmt::Display for HandshakeError {
@@ -94,6 +96,7 @@ impl fmt::Display for HandshakeError {
             }
             TooLarge => write!(f, "handshake is larger than {MAX_HANDSHAKE_BYTES} bytes"),
             TimedOut => write!(f, "handshake timed out"),
+            ClusterUnavailable => write!(f, "cluster unavailable"),
         }
     }
 }
@@ -115,6 +118,7 @@ impl HandshakeError {
             NameTaken { .. } => HandshakeReason::NameTaken,
             TooLarge => HandshakeReason::TooLarge,
             TimedOut => HandshakeReason::Timeout,
+            ClusterUnavailable => HandshakeReason::ClusterUnavailable,
         }
     }
 }
@@ -138,11 +142,12 @@ pub enum HandshakeReason {
     NameTaken,
     TooLarge,
     Timeout,
+    ClusterUnavailable,
 }
 
 impl HandshakeReason {
     /// Every reason, in counter order.
-    pub const ALL: [HandshakeReason; 8] = [
+    pub const ALL: [HandshakeReason; 9] = [
         HandshakeReason::Malformed,
         HandshakeReason::MissingField,
         HandshakeReason::InvalidName,
@@ -151,6 +156,7 @@ impl HandshakeReason {
         HandshakeReason::NameTaken,
         HandshakeReason::TooLarge,
         HandshakeReason::Timeout,
+        HandshakeReason::ClusterUnavailable,
     ];
 
     /// The metric label.
@@ -164,6 +170,7 @@ impl HandshakeReason {
             HandshakeReason::NameTaken => "name_taken",
             HandshakeReason::TooLarge => "too_large",
             HandshakeReason::Timeout => "timeout",
+            HandshakeReason::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 // The public API lives in these, and must be documented.
+mod cluster;
 mod config;
 mod server;
 mod stats;

@@ -93,6 +93,21 @@ struct Cli {
     /// Bearer token that opens GET /rooms and /rooms/NAME/history [default: closed]
     #[arg(long, value_name = "TOKEN", env = "MACHAT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+    /// Cluster mode: Redis URL redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]; rooms span every node on it [default: off]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's id in the cluster [default: random, logged at start]
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Seconds a claimed name outlives its node in Redis without a refresh
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_CLUSTER_NAME_TTL.as_secs_f64())]
+    cluster_name_ttl: f64,
+    /// Start even when Redis is unreachable, serving locally and retrying
+    #[arg(long)]
+    cluster_optional: bool,
+    /// Seconds a join waits for Redis before `error: cluster unavailable`
+    #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_CLUSTER_JOIN_WAIT.as_secs_f64())]
+    cluster_join_wait: f64,
 }
 
 impl Cli {
@@ -134,6 +149,11 @@ impl Cli {
                 .map(|secs| seconds("history-retention", secs))
                 .transpose()?,
             operator_token: self.operator_token,
+            cluster: self.cluster,
+            node_id: self.node_id,
+            cluster_name_ttl: seconds("cluster-name-ttl", self.cluster_name_ttl)?,
+            cluster_optional: self.cluster_optional,
+            cluster_join_wait: seconds("cluster-join-wait", self.cluster_join_wait)?,
         };
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)

@@ -80,6 +80,20 @@ impl Batch {
         }
     }
 
+    /// Adds lines already encoded elsewhere (another node's batch): each
+    /// `name:text\n`, sanitised by the node that received them.
+    pub fn push_encoded(&mut self, lines: &[u8]) {
+        debug_assert!(self.frames.is_empty(), "push after frames were encoded");
+        let start = self.lines.len();
+        self.lines.extend_from_slice(lines);
+        self.ends.extend(memchr::memchr_iter(b'\n', lines).map(|newline| start + newline + 1));
+        if self.ends.last() != Some(&self.lines.len()) && !lines.is_empty() {
+            // A payload whose last line lacks its newline gets one.
+            self.lines.push(b'\n');
+            self.ends.push(self.lines.len());
+        }
+    }
+
     /// The batch as TCP bytes.
     pub fn lines(&self) -> &[u8] {
         &self.lines

@@ -28,7 +28,13 @@ pub fn render(page: Page, ws_path: &str, stats: &Stats, rooms: &dyn Lookup, max_
         Page::Metrics => Response::new(200)
             .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .with_body(stats.to_prometheus().into_bytes()),
-        Page::Health => Response::text(200, "ok"),
+        // Serving, whatever the cluster's state: local chat goes on.
+        Page::Health => match stats.cluster_state {
+            0 => Response::text(200, "ok"),
+            1 => Response::text(200, "ok\ncluster: connected"),
+            2 => Response::text(200, "ok\ncluster: connecting"),
+            _ => Response::text(200, "ok\ncluster: reconnecting"),
+        },
         Page::Operator(view) => operator::render(view, rooms, max_bytes),
     }
 }

@@ -179,6 +179,17 @@ impl Rooms {
     }
 
     /// The room whose folded key is `key`, if it has members.
+    pub fn id_of_key(&self, key: &str) -> Option<RoomId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// The member holding `name` (folded) in `room`, if any.
+    pub fn holder(&self, room: &Checked, name: &Checked) -> Option<ConnId> {
+        let room = &self.rooms[self.by_key.get(&room.key)?.0];
+        room.slots.get(&name.key).map(|&slot| room.members[slot].conn)
+    }
+
+    /// The room whose folded key is `key`, if it has members.
     pub fn find_key(&self, key: &str) -> Option<&Room> {
         self.by_key.get(key).and_then(|&id| self.get(id))
     }

@@ -2,15 +2,17 @@
 //! and a handle to stop it or read its counters from another thread.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use mio::{Poll, Waker};
 
+use crate::cluster::{Cluster, RedisUrl, resp};
 use crate::config::Config;
 use crate::history::{History, Store, StoreOptions};
+use crate::parse::Status;
 use crate::reactor::{Listener, Reactor, WAKER};
 use crate::rooms::Transport;
 use crate::stats::{SharedStats, Stats};
@@ -61,6 +63,7 @@ impl Server {
             ),
             None => None,
         };
+        let cluster = join_cluster(&config)?;
         let history = open_history(&config)?;
         let mut listeners = Vec::new();
         let mut bind = |address: &Option<String>, transport, tls| -> io::Result<Option<SocketAddr>> {
@@ -86,8 +89,17 @@ impl Server {
             tls: tls.map(|tls| Arc::new(Mutex::new(tls))),
             tls_reloads,
         };
-        let reactor =
-            Reactor::new(poll, listeners, config, stats, shutdown_requested, loaded, reloaded, history)?;
+        let reactor = Reactor::new(
+            poll,
+            listeners,
+            config,
+            stats,
+            shutdown_requested,
+            loaded,
+            reloaded,
+            history,
+            cluster,
+        )?;
         Ok(Server { reactor, tcp_addr, ws_addr, wss_addr, tcp_tls_addr, handle })
     }
 
@@ -201,4 +213,88 @@ fn open_history(config: &Config) -> io::Result<(History, Option<Store>)> {
         started.elapsed()
     );
     Ok((ring, Some(store)))
+}
+
+/// Cluster mode: Redis's address, resolved now (the loop does no DNS), and
+/// checked with a PING (logged in, if the URL says how) before any
+/// listener opens, so a wrong URL or a Redis that is not there stops the
+/// start with a clear error, unless `--cluster-optional` says to serve
+/// locally meanwhile. The loop then opens its own connections.
+fn join_cluster(config: &Config) -> io::Result<Option<(Cluster, SocketAddr)>> {
+    let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+    let now = std::time::Instant::now();
+    let Some(cluster) = config.cluster_config(now).map_err(|error| invalid(error.to_string()))? else {
+        return Ok(None);
+    };
+    let url = &cluster.url;
+    let address = url
+        .address()
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| invalid(format!("cluster: cannot resolve the Redis host in {url}")))?;
+    match ping_redis(address, url) {
+        Ok(()) => log::info!("cluster: Redis at {url} answers; this node is {}", cluster.node_id),
+        Err(error) if config.cluster_optional => {
+            log::warn!("cluster: Redis at {url} does not answer ({error}); serving locally and retrying")
+        }
+        Err(error) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "cluster: Redis at {url} does not answer: {error} (--cluster-optional starts anyway)"
+                ),
+            ));
+        }
+    }
+    Ok(Some((Cluster::new(cluster, now), address)))
+}
+
+/// One blocking PING (after AUTH and SELECT, when the URL has them), with
+/// a timeout: start-up only, never on the loop.
+fn ping_redis(address: SocketAddr, url: &RedisUrl) -> io::Result<()> {
+    use std::io::{Read, Write};
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut request = Vec::new();
+    let mut replies = 1;
+    if let Some(password) = &url.password {
+        match &url.username {
+            Some(user) => {
+                resp::encode_command(&mut request, &[b"AUTH", user.as_bytes(), password.as_bytes()])
+            }
+            None => resp::encode_command(&mut request, &[b"AUTH", password.as_bytes()]),
+        }
+        replies += 1;
+    }
+    if url.db != 0 {
+        resp::encode_command(&mut request, &[b"SELECT", url.db.to_string().as_bytes()]);
+        replies += 1;
+    }
+    resp::encode_command(&mut request, &[b"PING"]);
+    stream.write_all(&request)?;
+    let mut received = Vec::new();
+    let mut chunk = [0; 512];
+    let limits = resp::Limits::default();
+    while replies > 0 {
+        match resp::parse(&received, &limits) {
+            Ok(Status::Complete { value, consumed }) => {
+                if let resp::Reply::Error(error) = value {
+                    return Err(io::Error::other(format!("Redis said: {error}")));
+                }
+                received.drain(..consumed);
+                replies -= 1;
+            }
+            Ok(Status::Partial) => {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(io::Error::other("Redis closed the connection"));
+                }
+                received.extend_from_slice(&chunk[..n]);
+            }
+            Err(error) => return Err(io::Error::other(format!("not Redis: {error}"))),
+        }
+    }
+    Ok(())
 }

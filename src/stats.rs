@@ -187,6 +187,31 @@ counters! {
     history_last_batch_micros,
     /// Total: failed database transactions.
     history_writer_errors,
+    /// Gauge: cluster mode's state: 0 off, 1 connected, 2 connecting
+    /// (never connected yet), 3 reconnecting.
+    cluster_state,
+    /// Total: publishes to Redis (one per room per turn with local lines).
+    cluster_publishes_sent,
+    /// Total: publishes dropped (Redis down, or its queue full).
+    cluster_publishes_dropped,
+    /// Total: chat lines in the dropped publishes.
+    cluster_lines_dropped,
+    /// Total: payloads received from other nodes.
+    cluster_payloads_received,
+    /// Total: payloads from Redis refused as malformed.
+    cluster_payloads_refused,
+    /// Total: names claimed in Redis for joins.
+    cluster_claims,
+    /// Total: joins refused because another node held the name.
+    cluster_claim_conflicts,
+    /// Total: joins refused because Redis did not answer in time.
+    cluster_claims_unavailable,
+    /// Total: members whose name another node took during an outage.
+    cluster_names_lost,
+    /// Total: Redis links connected again after a loss.
+    cluster_reconnects,
+    /// Gauge: rooms this node is subscribed to.
+    cluster_subscriptions,
 }
 
 impl Stats {
@@ -462,6 +487,69 @@ impl Stats {
             "counter",
             "Database transactions that failed.",
             &[("", self.history_writer_errors)],
+        );
+        let state = |value: u64| u64::from(self.cluster_state == value);
+        metric(
+            "cluster_state",
+            "gauge",
+            "Cluster mode's state (all 0 when it is off).",
+            &[
+                ("{state=\"connected\"}", state(1)),
+                ("{state=\"connecting\"}", state(2)),
+                ("{state=\"reconnecting\"}", state(3)),
+            ],
+        );
+        metric(
+            "cluster_publishes_total",
+            "counter",
+            "Publishes to Redis, one per room per turn, by outcome.",
+            &[
+                ("{outcome=\"sent\"}", self.cluster_publishes_sent),
+                ("{outcome=\"dropped\"}", self.cluster_publishes_dropped),
+            ],
+        );
+        metric(
+            "cluster_lines_dropped_total",
+            "counter",
+            "Chat lines in publishes that could not be sent to Redis.",
+            &[("", self.cluster_lines_dropped)],
+        );
+        metric(
+            "cluster_payloads_received_total",
+            "counter",
+            "Batches received from other nodes, by outcome.",
+            &[
+                ("{outcome=\"delivered\"}", self.cluster_payloads_received),
+                ("{outcome=\"refused\"}", self.cluster_payloads_refused),
+            ],
+        );
+        metric(
+            "cluster_claims_total",
+            "counter",
+            "Name claims in Redis for joins, by outcome.",
+            &[
+                ("{outcome=\"claimed\"}", self.cluster_claims),
+                ("{outcome=\"conflict\"}", self.cluster_claim_conflicts),
+                ("{outcome=\"unavailable\"}", self.cluster_claims_unavailable),
+            ],
+        );
+        metric(
+            "cluster_names_lost_total",
+            "counter",
+            "Members whose name another node took while Redis was unreachable.",
+            &[("", self.cluster_names_lost)],
+        );
+        metric(
+            "cluster_reconnects_total",
+            "counter",
+            "Redis links connected again after a loss.",
+            &[("", self.cluster_reconnects)],
+        );
+        metric(
+            "cluster_subscriptions",
+            "gauge",
+            "Rooms this node is subscribed to in Redis.",
+            &[("", self.cluster_subscriptions)],
         );
         let _ = writeln!(
             out,

@@ -85,6 +85,12 @@ prop_compose! {
             history_db: None,
             history_retention,
             operator_token,
+            // Cluster mode needs a Redis; tests/cluster.rs has its own.
+            cluster: None,
+            node_id: None,
+            cluster_name_ttl: Config::DEFAULT_CLUSTER_NAME_TTL,
+            cluster_optional: false,
+            cluster_join_wait: Config::DEFAULT_CLUSTER_JOIN_WAIT,
         }
     }
 }
@@ -149,6 +155,11 @@ prop_compose! {
             history_db: None,
             history_retention: None,
             operator_token: None,
+            cluster: None,
+            node_id: None,
+            cluster_name_ttl: Config::DEFAULT_CLUSTER_NAME_TTL,
+            cluster_optional: false,
+            cluster_join_wait: Config::DEFAULT_CLUSTER_JOIN_WAIT,
         }
     }
 }

@@ -33,15 +33,17 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::history::{History, Store};
-use crate::output::{BufferPool, Output};
+use crate::output::{Batch, BufferPool, Output};
 use crate::rooms::{ConnId, Rooms, Transport};
 use crate::session::{Effects, Session, deadline_after};
 use crate::stats::{SharedStats, Stats};
 use crate::tls::{Loaded, TlsListener};
 
+mod cluster;
 mod deadlines;
 mod history;
 pub(crate) mod listeners;
@@ -181,6 +183,10 @@ pub(crate) struct Reactor {
     wall_ms: u64,
     /// Each room's latest lines, and their way to the database.
     history: history::RoomHistory,
+    /// Cluster mode: the Redis links and the cluster machine.
+    cluster: Option<cluster::ClusterLinks>,
+    /// Another node's batch, being delivered (its buffers reused).
+    remote_batch: Batch,
 }
 
 impl Reactor {
@@ -196,6 +202,7 @@ impl Reactor {
         tls: Option<Loaded>,
         tls_reloads: std::sync::mpsc::Receiver<Loaded>,
         history: (History, Option<Store>),
+        cluster: Option<(Cluster, std::net::SocketAddr)>,
     ) -> io::Result<Self> {
         for listener in &mut listeners {
             listener.register(poll.registry())?;
@@ -231,6 +238,8 @@ impl Reactor {
             now: Instant::now(),
             wall_ms: history::wall_clock_ms(),
             history: history::RoomHistory::new(history.0, history.1),
+            cluster: cluster.map(|(machine, address)| cluster::ClusterLinks::new(machine, address)),
+            remote_batch: Batch::new(),
         })
     }
 
@@ -263,6 +272,11 @@ impl Reactor {
                     token @ (TCP_LISTENER | WS_LISTENER | TCP_TLS_LISTENER | WSS_LISTENER) => {
                         self.accept(token)
                     }
+                    token @ (cluster::REDIS_SUBSCRIBER | cluster::REDIS_COMMANDS) => {
+                        if let Some(link) = cluster::link_of(token) {
+                            self.redis_event(link, event);
+                        }
+                    }
                     Token(key) => {
                         let id = ConnId(key);
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -275,8 +289,10 @@ impl Reactor {
                 }
             }
             self.expire_deadlines();
+            self.cluster_tick();
             self.remove_closed();
             self.resume_accepting_when_due();
+            self.cluster_flush();
             self.flush_pending();
             self.remove_closed();
             self.resume_deferred();
@@ -302,8 +318,15 @@ impl Reactor {
         };
         let pool_release =
             (self.outputs.pool.pooled() > 0).then(|| deadline_after(Instant::now(), POOL_IDLE_RELEASE));
-        let next =
-            self.deadlines.next().into_iter().chain(listeners).chain(shutdown).chain(pool_release).min()?;
+        let next = self
+            .deadlines
+            .next()
+            .into_iter()
+            .chain(listeners)
+            .chain(shutdown)
+            .chain(pool_release)
+            .chain(self.cluster_deadline())
+            .min()?;
         // Round up, so the loop does not wake a hair early and spin.
         Some(next.saturating_duration_since(Instant::now()).saturating_add(Duration::from_millis(1)))
     }
@@ -359,6 +382,7 @@ impl Reactor {
         self.stats.paused_ms = flow.paused_time(self.now).as_millis() as u64;
         self.stats.timers = self.deadlines.len() as u64;
         self.history.publish(&mut self.stats);
+        self.publish_cluster_stats();
         // The largest queue takes a walk over every connection: a few
         // times a second is plenty for a gauge.
         if self.now.saturating_duration_since(self.gauges_refreshed) >= SLOW_GAUGES_EVERY {

@@ -22,10 +22,11 @@ use std::time::Instant;
 use super::{Connection, Outputs, Reactor, ServerState, history};
 use crate::failure::Failure;
 use crate::flow::{Allowance, CutReason, Pause, Sender};
+use crate::handshake::JoinRequest;
 use crate::output::{Appended, Flushed, OverCap, Tally};
 use crate::pages;
 use crate::rooms::{ConnId, RoomId, Transport};
-use crate::session::{Effects, Left, Reading, Taken};
+use crate::session::{Effects, JoinRefused, Left, Reading};
 use crate::stats::Stats;
 use crate::tls::TlsFailure;
 
@@ -39,6 +40,15 @@ enum Received {
     /// The peer closed its side (with or without TLS close_notify).
     Eof,
     Failed(String),
+}
+
+/// Where a batch being delivered came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// A member of this node: other nodes get it too.
+    Local,
+    /// Another node, through Redis: delivered here only.
+    Remote,
 }
 
 /// Why a connection could not take more output.
@@ -191,7 +201,6 @@ impl Reactor {
     /// is armed at its deadline.
     pub(super) fn apply_effects(&mut self, id: ConnId) {
         while let Some(mut request) = self.effects.join.take() {
-            let transport = self.connections[id.0].transport;
             // A room that comes back keeps the spelling its history has.
             if self.rooms.find(&request.room).is_none()
                 && let Some(display) = self.history.ring.display_of(&request.room.key)
@@ -199,28 +208,25 @@ impl Reactor {
             {
                 request.room.display = display.into();
             }
+            // Held here: refused at once, with the holder's spelling.
+            if let Some(holder) = self.rooms.holder(&request.room, &request.name) {
+                let holder = self.connections.get(holder.0).and_then(|holder| holder.session.name());
+                let refused = JoinRefused::Taken { holder: holder.unwrap_or_default().into() };
+                self.finish_join(id, request, Err(refused));
+                continue;
+            }
+            // In a cluster, Redis is asked first; the answer comes later
+            // (`reactor/cluster.rs`).
+            let Some(request) = self.claim_in_cluster(id, request) else { continue };
+            let transport = self.connections[id.0].transport;
             let claim = self.rooms.join(&request.room, &request.name, id, transport).map_err(|taken| {
                 let holder = self.connections.get(taken.holder.0).and_then(|holder| holder.session.name());
-                Taken { holder: holder.unwrap_or_default().into() }
+                JoinRefused::Taken { holder: holder.unwrap_or_default().into() }
             });
-            if claim.is_ok() {
-                self.stats.joins += 1;
-                log::debug!("connection {id}: {} joined {}", request.name.display, request.room.display);
-            }
-            let joined_room = claim.as_ref().ok().copied();
-            let asked = request.history;
-            let connection = &mut self.connections[id.0];
-            connection.session.joined(request, claim, self.now, &self.config, &mut self.effects);
-            // The replay goes out in this turn, before the room's next
-            // batch (this member's own lines included) can reach it.
-            if let Some(room) = joined_room
-                && self.connections[id.0].session.room() == Some(room)
-            {
-                self.replay_history(id, room, asked);
-            }
+            self.finish_join(id, request, claim);
         }
         if let Some(room) = self.effects.room.take() {
-            self.deliver(room);
+            self.deliver(room, Origin::Local);
         }
         if let Some(page) = self.effects.page.take() {
             self.refresh_gauges();
@@ -283,6 +289,31 @@ impl Reactor {
         debug_assert!(self.effects.is_empty(), "effects left unapplied: {:?}", self.effects);
     }
 
+    /// Answers a join: the session becomes a member (or fails), and a new
+    /// member gets its history replayed in this turn, before the room's
+    /// next batch (its own lines included) can reach it.
+    pub(super) fn finish_join(
+        &mut self,
+        id: ConnId,
+        request: JoinRequest,
+        claim: Result<RoomId, JoinRefused>,
+    ) {
+        if claim.is_ok() {
+            self.stats.joins += 1;
+            log::debug!("connection {id}: {} joined {}", request.name.display, request.room.display);
+            self.cluster_member_joined(&request.room.key);
+        }
+        let joined_room = claim.as_ref().ok().copied();
+        let asked = request.history;
+        let connection = &mut self.connections[id.0];
+        connection.session.joined(request, claim, self.now, &self.config, &mut self.effects);
+        if let Some(room) = joined_room
+            && self.connections[id.0].session.room() == Some(room)
+        {
+            self.replay_history(id, room, asked);
+        }
+    }
+
     /// A connection's own output (replies, a replay) did not fit or could
     /// not be written: nothing clean can be said.
     pub(super) fn refused_own_output(&mut self, id: ConnId, refused: Refused) {
@@ -310,6 +341,9 @@ impl Reactor {
     /// A member left its room: the name is free, and its output no longer
     /// holds the room back.
     fn leave_room(&mut self, id: ConnId, left: Left) {
+        if let Some(room_key) = self.rooms.get(left.room).map(|room| room.key().to_owned()) {
+            self.cluster_member_left(&room_key, &left.key);
+        }
         self.rooms.leave(left.room, &left.key);
         self.outputs.flow.left_room(id, self.now);
         log::debug!("connection {id}: {} left", left.name);
@@ -317,11 +351,18 @@ impl Reactor {
 
     /// Hands the batch to every member of `room`: one copy of the line
     /// bytes per TCP member, one of the frame bytes per WebSocket member.
-    fn deliver(&mut self, room: RoomId) {
+    pub(super) fn deliver(&mut self, room: RoomId, origin: Origin) {
         if self.effects.messages.is_empty() {
             return;
         }
         self.record_history(room);
+        if origin == Origin::Local
+            && let Some(cluster) = &mut self.cluster
+            && let Some(members) = self.rooms.get(room)
+        {
+            // Other nodes get the turn's lines for a room in one publish.
+            cluster.machine.publish(members.key(), self.effects.messages.lines());
+        }
         let batch = &mut self.effects.messages;
         let Some(members) = self.rooms.get(room) else {
             batch.clear();
@@ -484,6 +525,7 @@ impl Reactor {
     pub(super) fn remove_closed(&mut self) {
         for id in std::mem::take(&mut self.to_close) {
             let Some(mut connection) = self.connections.try_remove(id.0) else { continue };
+            self.cluster_forget(id);
             self.deadlines.disarm(id, &mut connection.armed);
             match connection.transport {
                 Transport::Tcp => self.stats.tcp_connections -= 1,

@@ -168,11 +168,15 @@ pub struct Left {
     pub key: Box<str>,
 }
 
-/// The reactor's answer to a join whose name was taken: the holder's
-/// spelling of it (which may differ: `Bob` holds `bob`).
+/// The reactor's answer to a join it could not grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taken {
-    pub holder: Box<str>,
+pub enum JoinRefused {
+    /// The name is held: `holder` is the holder's spelling (which may
+    /// differ: `Bob` holds `bob`), empty when it is unknown (another node
+    /// holds it).
+    Taken { holder: Box<str> },
+    /// Cluster mode: Redis could not be asked in time.
+    ClusterUnavailable,
 }
 
 /// What a session asks the reactor to do, filled in by one call. The
@@ -307,6 +311,11 @@ impl Session {
     }
 
     /// Whether the session is waiting for its output to be written.
+    /// Whether the session waits for the reactor's answer to its join.
+    pub fn is_joining(&self) -> bool {
+        matches!(self.stage, Stage::Joining(_))
+    }
+
     pub fn is_closing(&self) -> bool {
         matches!(self.stage, Stage::Closing { .. })
     }
@@ -351,7 +360,7 @@ impl Session {
     pub fn joined(
         &mut self,
         request: JoinRequest,
-        claim: Result<RoomId, Taken>,
+        claim: Result<RoomId, JoinRefused>,
         now: Instant,
         config: &Config,
         effects: &mut Effects,
@@ -362,7 +371,11 @@ impl Session {
         }
         let room = match claim {
             Ok(room) => room,
-            Err(Taken { holder }) => {
+            Err(JoinRefused::ClusterUnavailable) => {
+                self.fail(HandshakeError::ClusterUnavailable.into(), now, effects);
+                return;
+            }
+            Err(JoinRefused::Taken { holder }) => {
                 let JoinRequest { name, room, .. } = request;
                 // The holder's spelling is worth saying only when it differs.
                 let holder = (!holder.is_empty() && holder != name.display).then_some(holder);

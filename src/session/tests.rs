@@ -83,7 +83,7 @@ impl Driver {
             let claim = self
                 .rooms
                 .join(&request.room, &request.name, ID, Transport::Tcp)
-                .map_err(|taken| Taken { holder: self.holders[&taken.holder].clone() });
+                .map_err(|taken| JoinRefused::Taken { holder: self.holders[&taken.holder].clone() });
             self.session.joined(request, claim, self.now, &self.config, &mut self.effects);
         }
         if self.effects.room.take().is_some() {
