@@ -327,6 +327,9 @@ impl Reactor {
         };
         self.finish_join(id, request, answer);
         self.apply_effects(id);
+        // Input that came while the claim was out waits in the kernel, and
+        // its readiness edge is gone: read it next turn.
+        self.to_read.push(id);
     }
 
     /// Another node's batch for a room with local members: fanned out

@@ -181,7 +181,9 @@ impl Reactor {
         let mut offset = 0;
         while offset < len {
             let connection = &mut self.connections[id.0];
-            if connection.session.reading() != Reading::Wanted {
+            // A join waiting for its claim (cluster mode) keeps the rest
+            // of this read; others that stopped reading drop it.
+            if connection.session.reading() != Reading::Wanted && !connection.session.is_joining() {
                 return;
             }
             let input = &self.read_buffer[offset..len];

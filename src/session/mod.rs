@@ -76,6 +76,10 @@ struct Joining {
     /// How the member's input will be framed.
     input: MemberInput,
     deadline: Instant,
+    /// Input that came behind the handshake in the same read, kept while
+    /// the claim is out (cluster mode) and framed once the name is the
+    /// member's. At most one read's worth: nothing more is read meanwhile.
+    early: Vec<u8>,
 }
 
 /// A member of a room.
@@ -333,6 +337,7 @@ impl Session {
             Stage::TcpHandshake { handshake, .. } => handshake.held_capacity(),
             Stage::HttpRequest { head, .. } => head.capacity(),
             Stage::Member(Membership { input: MemberInput::Lines(framer), .. }) => framer.held_capacity(),
+            Stage::Joining(joining) => joining.early.capacity(),
             _ => 0,
         }
     }
@@ -348,9 +353,13 @@ impl Session {
             Stage::HttpRequest { .. } => self.http_request(input, now, config, effects),
             Stage::WsHandshake { .. } => self.ws_handshake(input, now, config, effects),
             Stage::Member(_) => self.member_input(input, now, config, effects),
-            // Input is not read while joining or closing; when draining
-            // it is dropped.
-            Stage::Joining(_) | Stage::Closing { .. } | Stage::Draining { .. } | Stage::Closed => input.len(),
+            // What came with the handshake waits for the join's answer.
+            Stage::Joining(joining) => {
+                joining.early.extend_from_slice(input);
+                input.len()
+            }
+            // Input is not read while closing; when draining it is dropped.
+            Stage::Closing { .. } | Stage::Draining { .. } | Stage::Closed => input.len(),
         }
     }
 
@@ -387,18 +396,19 @@ impl Session {
         let Stage::Joining(joining) = std::mem::replace(&mut self.stage, Stage::Closed) else {
             unreachable!()
         };
-        let Joining { mut input, .. } = *joining;
+        let Joining { mut input, early, .. } = *joining;
         if let MemberInput::WebSocket { ws, liveness } = &mut input {
             ws.set_max_message(config.max_line);
             *liveness = Liveness::heard(now, config);
         }
         let name = request.name;
         self.stage = Stage::Member(Membership { room, name: name.display, key: name.key, input });
-        // Frames that came behind the handshake message may already sit in
-        // tungstenite's buffer, and no more input may ever come to push
-        // them through: read them now.
-        if let Stage::Member(Membership { input: MemberInput::WebSocket { .. }, .. }) = self.stage {
-            self.member_input(&[], now, config, effects);
+        // Input that came with the handshake, and frames that may already
+        // sit in tungstenite's buffer (no more input may ever come to push
+        // them through): read them now.
+        let websocket = matches!(self.stage, Stage::Member(Membership { input: MemberInput::WebSocket { .. }, .. }));
+        if websocket || !early.is_empty() {
+            self.member_input(&early, now, config, effects);
         }
     }
 
@@ -666,7 +676,7 @@ impl Session {
         config: &Config,
         effects: &mut Effects,
     ) {
-        self.stage = Stage::Joining(Box::new(Joining { input, deadline }));
+        self.stage = Stage::Joining(Box::new(Joining { input, deadline, early: Vec::new() }));
         match request.history {
             Some(asked) if asked > config.history as u64 => {
                 let error = HandshakeError::HistoryTooLarge { asked, max: config.history };
