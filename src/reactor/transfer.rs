@@ -208,7 +208,8 @@ impl Reactor {
         }
         if let Some(page) = self.effects.page.take() {
             self.refresh_gauges();
-            let response = pages::render(page.page, &self.config.ws_path, &self.stats);
+            let history = pages::PAGE_HISTORY_LINES; // history: min with --history
+            let response = pages::render(page.page, &self.config.ws_path, history, &self.stats);
             response.encode(&mut self.effects.send, page.keep_alive, page.head_only);
             self.effects.http_status = Some(response.status);
         }
