@@ -202,7 +202,7 @@ fn store(c: &mut Criterion) {
                     let mut sent = 0;
                     while sent < lines_per_sample {
                         let room = &names[(seq as usize / MESSAGES) % rooms];
-                        if store.try_record(room, seq, now_ms(), &lines, &ends) {
+                        if store.try_record(room.as_str(), seq, now_ms(), &lines, &ends) {
                             seq += MESSAGES as u64;
                             sent += MESSAGES as u64;
                         } else {

@@ -57,6 +57,23 @@ pub struct Config {
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key for the TLS listeners.
     pub tls_key: Option<std::path::PathBuf>,
+    /// Latest lines kept per room for members who join asking for them
+    /// (`"history": n`, at most this); 0 turns history off.
+    pub history: usize,
+    /// Memory for all rooms' history together, in bytes; the least
+    /// recently used rooms lose their history first.
+    pub history_memory: usize,
+    /// Lines replayed to a member whose handshake does not ask (at most
+    /// `history`); 0, the default, keeps the original's behaviour.
+    pub history_on_join: usize,
+    /// SQLite file the history is persisted to and restored from.
+    pub history_db: Option<std::path::PathBuf>,
+    /// Persisted lines older than this are deleted (and not restored);
+    /// `None` keeps them as long as the per-room count allows.
+    pub history_retention: Option<Duration>,
+    /// Bearer token that opens the operator views (`/rooms`,
+    /// `/rooms/<name>/history`); `None` keeps them closed to everyone.
+    pub operator_token: Option<String>,
 }
 
 impl Default for Config {
@@ -81,6 +98,12 @@ impl Default for Config {
             tcp_tls: None,
             tls_cert: None,
             tls_key: None,
+            history: Config::DEFAULT_HISTORY,
+            history_memory: Config::DEFAULT_HISTORY_MEMORY,
+            history_on_join: 0,
+            history_db: None,
+            history_retention: None,
+            operator_token: None,
         }
     }
 }
@@ -139,6 +162,17 @@ impl Config {
     /// Largest `--ws-read-buffer` and `--ws-write-buffer` accepted: 16 MiB
     /// (each is per connection).
     pub const MAX_WS_BUFFER: usize = 16 << 20;
+    /// Default of [`Config::history`].
+    pub const DEFAULT_HISTORY: usize = crate::history::ring::DEFAULT_LINES;
+    /// Default of [`Config::history_memory`].
+    pub const DEFAULT_HISTORY_MEMORY: usize = crate::history::ring::DEFAULT_MEMORY;
+    /// Largest `--history` accepted: a replay is one turn's work and must
+    /// stay small.
+    pub const MAX_HISTORY: usize = 10_000;
+    /// Smallest `--history-memory` accepted while history is on: 64 KiB.
+    pub const MIN_HISTORY_MEMORY: usize = 64 * 1024;
+    /// Largest `--history-retention`: ten years.
+    pub const MAX_HISTORY_RETENTION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
     /// Shortest non-zero duration accepted for any duration flag.
     pub const MIN_DURATION: Duration = Duration::from_millis(1);
     /// Longest duration accepted for any duration flag: one day.
@@ -183,7 +217,54 @@ impl Config {
         let keepalive = (Duration::from_secs(1), Config::MAX_TCP_KEEPALIVE);
         duration("--tcp-keepalive", self.tcp_keepalive, Zero::Off, keepalive.0, keepalive.1)?;
         self.flow_limits()?;
+        size("--history", self.history, 0, Config::MAX_HISTORY as u64, "lines")?;
+        if self.history > 0 {
+            // Below this a room of ordinary lines would not fit: history
+            // would be on in name only.
+            size(
+                "--history-memory",
+                self.history_memory,
+                Config::MIN_HISTORY_MEMORY as u64,
+                Config::MAX_QUEUE_BYTES,
+                "bytes",
+            )?;
+        }
+        if self.history_on_join > self.history {
+            return Err(ConfigError(format!(
+                "--history-on-join must be at most --history ({}) (got {})",
+                self.history, self.history_on_join
+            )));
+        }
+        if let Some(age) = self.history_retention {
+            duration(
+                "--history-retention",
+                age,
+                Zero::Refused,
+                Duration::from_secs(1),
+                Config::MAX_HISTORY_RETENTION,
+            )?;
+        }
+        if self.history_db.is_some() && self.history == 0 {
+            return refuse("--history-db needs history on (--history above 0)");
+        }
+        if self.history_retention.is_some() && self.history_db.is_none() {
+            return refuse("--history-retention applies to the database: it needs --history-db");
+        }
+        if let Some(token) = &self.operator_token
+            && (token.len() < 16 || !token.bytes().all(|byte| byte.is_ascii_graphic()))
+        {
+            return refuse("--operator-token must be at least 16 printable ASCII characters without spaces");
+        }
         Ok(())
+    }
+
+    /// The in-memory history's limits.
+    pub(crate) fn history_limits(&self) -> crate::history::Limits {
+        crate::history::Limits {
+            lines: self.history,
+            memory: self.history_memory,
+            ..crate::history::Limits::default()
+        }
     }
 
     /// The certificate and key files, when TLS is on.

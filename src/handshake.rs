@@ -29,6 +29,9 @@ pub const MAX_HANDSHAKE_BYTES: usize = 4096;
 pub struct JoinRequest {
     pub name: Checked,
     pub room: Checked,
+    /// Lines of the room's history asked for (`"history": n`), if the
+    /// client asked; the session checks it against `--history`.
+    pub history: Option<u64>,
 }
 
 /// Why a handshake was refused. Each variant has its own reason text,
@@ -45,6 +48,13 @@ pub enum HandshakeError {
     TrailingData,
     MissingField(&'static str),
     NotAString(&'static str),
+    /// `history` is not a non-negative whole number.
+    HistoryNotACount,
+    /// `history` asks for more lines than the server keeps.
+    HistoryTooLarge {
+        asked: u64,
+        max: usize,
+    },
     /// The name or room breaks a rule of PROTOCOL §2 (see [`names`]).
     Invalid(NameProblem),
     /// The name, or one that looks like it, is held by a member of the
@@ -70,6 +80,11 @@ impl fmt::Display for HandshakeError {
             TrailingData => write!(f, "unexpected data after the handshake JSON object"),
             MissingField(field) => write!(f, "handshake is missing the \"{field}\" field"),
             NotAString(field) => write!(f, "handshake field \"{field}\" must be a string"),
+            HistoryNotACount => write!(f, "handshake field \"history\" must be a whole number of lines"),
+            HistoryTooLarge { asked, max } => write!(
+                f,
+                "handshake field \"history\" asks for {asked} lines; this server keeps at most {max}"
+            ),
             Invalid(problem) => problem.fmt(f),
             NameTaken { name, room, holder: None } => {
                 write!(f, "name \"{name}\" is already taken in room \"{room}\"")
@@ -92,6 +107,7 @@ impl HandshakeError {
         match self {
             NotAnObject | MalformedJson(_) | Incomplete | TrailingData => HandshakeReason::Malformed,
             MissingField(_) | NotAString(_) => HandshakeReason::MissingField,
+            HistoryNotACount | HistoryTooLarge { .. } => HandshakeReason::InvalidHistory,
             Invalid(problem) => match problem.field() {
                 Field::Name => HandshakeReason::InvalidName,
                 Field::Room => HandshakeReason::InvalidRoom,
@@ -118,6 +134,7 @@ pub enum HandshakeReason {
     MissingField,
     InvalidName,
     InvalidRoom,
+    InvalidHistory,
     NameTaken,
     TooLarge,
     Timeout,
@@ -125,11 +142,12 @@ pub enum HandshakeReason {
 
 impl HandshakeReason {
     /// Every reason, in counter order.
-    pub const ALL: [HandshakeReason; 7] = [
+    pub const ALL: [HandshakeReason; 8] = [
         HandshakeReason::Malformed,
         HandshakeReason::MissingField,
         HandshakeReason::InvalidName,
         HandshakeReason::InvalidRoom,
+        HandshakeReason::InvalidHistory,
         HandshakeReason::NameTaken,
         HandshakeReason::TooLarge,
         HandshakeReason::Timeout,
@@ -142,6 +160,7 @@ impl HandshakeReason {
             HandshakeReason::MissingField => "missing_field",
             HandshakeReason::InvalidName => "invalid_name",
             HandshakeReason::InvalidRoom => "invalid_room",
+            HandshakeReason::InvalidHistory => "invalid_history",
             HandshakeReason::NameTaken => "name_taken",
             HandshakeReason::TooLarge => "too_large",
             HandshakeReason::Timeout => "timeout",
@@ -280,17 +299,87 @@ fn parse_object(json: &[u8]) -> Result<JoinRequest, HandshakeError> {
     let room = fields.room.into_str("room")?;
     let name = names::check_name(&name)?;
     let room = names::check_room(&room)?;
-    Ok(JoinRequest { name, room })
+    let history = match fields.history {
+        Count::Missing => None,
+        Count::Lines(lines) => Some(lines),
+        Count::Invalid => return Err(HandshakeError::HistoryNotACount),
+    };
+    Ok(JoinRequest { name, room, history })
 }
 
 /// The handshake object's fields that mean something; serde skips the
-/// others with [`IgnoredAny`]. (An optional `history` count goes here.)
+/// others with [`IgnoredAny`].
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(borrow, default)]
     name: Text<'a>,
     #[serde(borrow, default)]
     room: Text<'a>,
+    #[serde(default)]
+    history: Count,
+}
+
+/// A field that must be a non-negative whole number, as it came.
+#[derive(Debug, Default)]
+enum Count {
+    #[default]
+    Missing,
+    /// Any other JSON value: negative, fractional, a string... (skipped
+    /// without being kept).
+    Invalid,
+    Lines(u64),
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Any value is accepted here (as for `Text`), so a wrong one is a
+        // clear `history` error rather than serde's generic message.
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> de::Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_u64<E: de::Error>(self, lines: u64) -> Result<Self::Value, E> {
+        Ok(Count::Lines(lines))
+    }
+
+    fn visit_i64<E: de::Error>(self, lines: i64) -> Result<Self::Value, E> {
+        Ok(u64::try_from(lines).map_or(Count::Invalid, Count::Lines))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Count::Invalid)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Count::Invalid)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Count::Invalid)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Count::Invalid)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Count::Invalid)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Count::Invalid)
+    }
 }
 
 /// A field that must be a string, as it came.
@@ -377,7 +466,11 @@ mod tests {
     use super::*;
 
     fn request(name: &str, room: &str) -> JoinRequest {
-        JoinRequest { name: names::check_name(name).unwrap(), room: names::check_room(room).unwrap() }
+        JoinRequest {
+            name: names::check_name(name).unwrap(),
+            room: names::check_room(room).unwrap(),
+            history: None,
+        }
     }
 
     fn feed_all(parts: &[&[u8]]) -> Parsed<JoinRequest, HandshakeError> {

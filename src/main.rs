@@ -75,6 +75,24 @@ struct Cli {
     /// Seconds of WebSocket silence before a ping; no answer within as long again closes (0: off)
     #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_WS_PING_INTERVAL.as_secs_f64())]
     ws_ping_interval: f64,
+    /// Latest lines kept per room for members who ask on joining (0: history off)
+    #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_HISTORY)]
+    history: usize,
+    /// Memory for all rooms' history, in bytes; least recently used rooms are dropped first
+    #[arg(long, value_name = "BYTES", default_value_t = Config::DEFAULT_HISTORY_MEMORY)]
+    history_memory: usize,
+    /// Lines replayed to members whose handshake does not ask for history
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    history_on_join: usize,
+    /// SQLite file the history is persisted to and restored from at start [default: memory only]
+    #[arg(long, value_name = "FILE")]
+    history_db: Option<std::path::PathBuf>,
+    /// Seconds persisted lines are kept (with --history-db) [default: as long as --history allows]
+    #[arg(long, value_name = "SECS")]
+    history_retention: Option<f64>,
+    /// Bearer token that opens GET /rooms and /rooms/NAME/history [default: closed]
+    #[arg(long, value_name = "TOKEN", env = "MACHAT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
 }
 
 impl Cli {
@@ -107,6 +125,15 @@ impl Cli {
             tcp_tls: self.tcp_tls,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            history: self.history,
+            history_memory: self.history_memory,
+            history_on_join: self.history_on_join,
+            history_db: self.history_db,
+            history_retention: self
+                .history_retention
+                .map(|secs| seconds("history-retention", secs))
+                .transpose()?,
+            operator_token: self.operator_token,
         };
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)

@@ -85,6 +85,11 @@ impl Batch {
         &self.lines
     }
 
+    /// The end offset of each message in [`lines`](Batch::lines).
+    pub fn ends(&self) -> &[usize] {
+        &self.ends
+    }
+
     /// Frames every message as a WebSocket text frame, once; call before
     /// [`frames`](Batch::frames) when the room has WebSocket members.
     pub fn encode_frames(&mut self) {

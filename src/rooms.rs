@@ -66,6 +66,11 @@ impl Room {
         &self.name
     }
 
+    /// The folded key the room is found by (never shown to anyone).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use mio::{Poll, Waker};
 
 use crate::config::Config;
+use crate::history::{History, Store, StoreOptions};
 use crate::reactor::{Listener, Reactor, WAKER};
 use crate::rooms::Transport;
 use crate::stats::{SharedStats, Stats};
@@ -60,6 +61,7 @@ impl Server {
             ),
             None => None,
         };
+        let history = open_history(&config)?;
         let mut listeners = Vec::new();
         let mut bind = |address: &Option<String>, transport, tls| -> io::Result<Option<SocketAddr>> {
             let Some(address) = address else { return Ok(None) };
@@ -84,7 +86,8 @@ impl Server {
             tls: tls.map(|tls| Arc::new(Mutex::new(tls))),
             tls_reloads,
         };
-        let reactor = Reactor::new(poll, listeners, config, stats, shutdown_requested, loaded, reloaded)?;
+        let reactor =
+            Reactor::new(poll, listeners, config, stats, shutdown_requested, loaded, reloaded, history)?;
         Ok(Server { reactor, tcp_addr, ws_addr, wss_addr, tcp_tls_addr, handle })
     }
 
@@ -172,4 +175,30 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
     }
+}
+
+/// The in-memory history, filled from the database when there is one:
+/// the database is opened (or refused, naming the file) and read here,
+/// before any listener opens; after this the loop never reads the disk.
+fn open_history(config: &Config) -> io::Result<(History, Option<Store>)> {
+    let mut ring = History::new(config.history_limits());
+    let Some(path) = &config.history_db else { return Ok((ring, None)) };
+    let options = StoreOptions {
+        lines: config.history,
+        retention: config.history_retention,
+        load_bytes: config.history_memory,
+        ..StoreOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let (store, loaded) =
+        Store::open(path, &options).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let restored = loaded.restore_into(&mut ring);
+    log::info!(
+        "history: {} lines of {} rooms restored from {} in {:?}",
+        restored,
+        loaded.rooms.len(),
+        path.display(),
+        started.elapsed()
+    );
+    Ok((ring, Some(store)))
 }

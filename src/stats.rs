@@ -19,7 +19,7 @@ const TLS_FAILURES: usize = TlsFailure::ALL.len();
 
 /// HTTP statuses counted in [`Stats::http_responses`], which has one more
 /// slot at the end for any other status.
-pub const HTTP_STATUSES: [u16; 9] = [101, 200, 400, 403, 404, 405, 408, 431, 503];
+pub const HTTP_STATUSES: [u16; 10] = [101, 200, 400, 401, 403, 404, 405, 408, 431, 503];
 const HTTP_SLOTS: usize = HTTP_STATUSES.len() + 1;
 
 macro_rules! counters {
@@ -155,6 +155,38 @@ counters! {
     accept_pauses,
     /// Total: loop turns (wake-ups from poll).
     loop_turns,
+    /// Total: chat lines recorded into the history.
+    history_recorded,
+    /// Total: lines replayed to joining members.
+    history_replayed,
+    /// Total: lines restored from the database at start.
+    history_restored,
+    /// Total: lines evicted to keep a room within `--history` lines.
+    history_evicted_count,
+    /// Total: lines evicted to keep a room within its byte cap.
+    history_evicted_room_bytes,
+    /// Total: lines evicted with their room to keep within `--history-memory`.
+    history_evicted_budget,
+    /// Gauge: rooms holding history.
+    history_rooms,
+    /// Gauge: lines held in memory.
+    history_lines,
+    /// Gauge: bytes the history holds, as counted against `--history-memory`.
+    history_bytes,
+    /// Total: lines committed to the database.
+    history_persisted,
+    /// Total: lines not persisted because the writer's queue was full.
+    history_dropped,
+    /// Total: lines lost in database transactions that failed.
+    history_failed,
+    /// Gauge: batches waiting for the database writer.
+    history_queue,
+    /// Gauge: lines in the writer's last committed transaction.
+    history_last_batch_lines,
+    /// Gauge: microseconds the writer's last committed transaction took.
+    history_last_batch_micros,
+    /// Total: failed database transactions.
+    history_writer_errors,
 }
 
 impl Stats {
@@ -359,6 +391,85 @@ impl Stats {
             &[("", self.accept_pauses)],
         );
         metric("loop_turns_total", "counter", "Event loop wake-ups.", &[("", self.loop_turns)]);
+        metric(
+            "history_lines_recorded_total",
+            "counter",
+            "Chat lines recorded into the room history.",
+            &[("", self.history_recorded)],
+        );
+        metric(
+            "history_lines_replayed_total",
+            "counter",
+            "History lines replayed to joining members.",
+            &[("", self.history_replayed)],
+        );
+        metric(
+            "history_lines_restored_total",
+            "counter",
+            "History lines restored from the database at start.",
+            &[("", self.history_restored)],
+        );
+        metric(
+            "history_lines_evicted_total",
+            "counter",
+            "History lines evicted, by the bound that evicted them.",
+            &[
+                ("{reason=\"count\"}", self.history_evicted_count),
+                ("{reason=\"room_bytes\"}", self.history_evicted_room_bytes),
+                ("{reason=\"memory\"}", self.history_evicted_budget),
+            ],
+        );
+        metric("history_rooms", "gauge", "Rooms holding history in memory.", &[("", self.history_rooms)]);
+        metric("history_lines", "gauge", "History lines held in memory.", &[("", self.history_lines)]);
+        metric(
+            "history_memory_bytes",
+            "gauge",
+            "Bytes the history holds, as counted against --history-memory.",
+            &[("", self.history_bytes)],
+        );
+        metric(
+            "history_lines_persisted_total",
+            "counter",
+            "History lines committed to the database.",
+            &[("", self.history_persisted)],
+        );
+        metric(
+            "history_lines_dropped_total",
+            "counter",
+            "History lines not persisted because the database writer's queue was full.",
+            &[("", self.history_dropped)],
+        );
+        metric(
+            "history_lines_failed_total",
+            "counter",
+            "History lines lost in database transactions that failed.",
+            &[("", self.history_failed)],
+        );
+        metric(
+            "history_writer_queue",
+            "gauge",
+            "Batches of lines waiting for the database writer.",
+            &[("", self.history_queue)],
+        );
+        metric(
+            "history_writer_last_batch_lines",
+            "gauge",
+            "Lines in the database writer's last transaction.",
+            &[("", self.history_last_batch_lines)],
+        );
+        metric(
+            "history_writer_errors_total",
+            "counter",
+            "Database transactions that failed.",
+            &[("", self.history_writer_errors)],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP machat_history_writer_last_batch_seconds How long the database writer's last transaction took.\n\
+             # TYPE machat_history_writer_last_batch_seconds gauge\nmachat_history_writer_last_batch_seconds {}.{:06}",
+            self.history_last_batch_micros / 1_000_000,
+            self.history_last_batch_micros % 1_000_000
+        );
         let reasons: Vec<(String, u64)> = Self::HANDSHAKE_ERROR_LABELS
             .iter()
             .zip(self.handshake_errors)

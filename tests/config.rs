@@ -50,7 +50,10 @@ prop_compose! {
         ws_path in prop_oneof![Just("/mychat".to_owned()), Just("mychat".to_owned()), Just("/".to_owned())],
         sizes in (any_size(), any_size(), any_size(), any_size(), any_size(), any_size()),
         durations in (any_duration(), any_duration(), any_duration(), any_duration(), any_duration()),
+        history in (any_size(), any_size(), any_size(), proptest::option::of(any_duration())),
+        operator_token in proptest::option::of("[ -~]{0,40}"),
     ) -> Config {
+        let (history, history_memory, history_on_join, history_retention) = history;
         let (max_line, max_pending, max_queued_total, max_connections, ws_read_buffer, ws_write_buffer) = sizes;
         let (handshake_timeout, shutdown_grace, slow_consumer_timeout, tcp_keepalive, ws_ping_interval) =
             durations;
@@ -75,6 +78,13 @@ prop_compose! {
             tcp_tls: None,
             tls_cert: None,
             tls_key: None,
+            history,
+            history_memory,
+            history_on_join,
+            // The database has tests of its own (tests/history.rs).
+            history_db: None,
+            history_retention,
+            operator_token,
         }
     }
 }
@@ -107,6 +117,9 @@ prop_compose! {
         slow_consumer_timeout in edge_duration(Config::MAX_DURATION),
         tcp_keepalive in edge_duration(Config::MAX_TCP_KEEPALIVE),
         ws_ping_interval in edge_duration(Config::MAX_DURATION),
+        history in prop::sample::select(vec![0, 1, 100, Config::MAX_HISTORY]),
+        history_on_join in prop::sample::select(vec![0, 1, 100]),
+        history_memory in prop::sample::select(vec![Config::MIN_HISTORY_MEMORY, Config::DEFAULT_HISTORY_MEMORY]),
     ) -> Config {
         let max_queued_total = if total_is_cap { max_pending } else { Config::MAX_QUEUE_BYTES as usize };
         Config {
@@ -130,6 +143,12 @@ prop_compose! {
             tcp_tls: None,
             tls_cert: None,
             tls_key: None,
+            history,
+            history_memory,
+            history_on_join: history_on_join.min(history),
+            history_db: None,
+            history_retention: None,
+            operator_token: None,
         }
     }
 }
@@ -171,6 +190,8 @@ fn join_over_websocket(server: &TestServer, config: &Config) {
     }
     let text = loop {
         match client.read() {
+            // With --history-on-join, the TCP member's line comes first.
+            Message::Text(text) if config.history_on_join > 0 && text.as_str() == "tcp:h\n" => continue,
             Message::Text(text) => break text.as_str().to_owned(),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected the echo, got {other:?}"),

@@ -19,5 +19,5 @@
 pub mod ring;
 pub mod store;
 
-pub use ring::{Entry, History, HistoryStats, Limits, LineView, Replay, RoomSummary};
+pub use ring::{Entry, History, HistoryStats, Limits, LineView, Replay, RoomName, RoomSummary};
 pub use store::{Closed, Loaded, LoadedRoom, Store, StoreError, StoreOptions, StoreStats};

@@ -83,13 +83,29 @@ pub const ENTRY_COST: usize = size_of::<EntryMeta>();
 /// (an `Arc<str>` and a key) and the `Arc`'s two counters.
 pub const ROOM_COST: usize =
     size_of::<RoomHistory>() + size_of::<(Arc<str>, usize)>() + 2 * size_of::<usize>();
-/// Room names are at most 64 characters (at most 256 bytes of UTF-8); the
-/// per-room byte cap leaves room for one in the budget.
-const ROOM_NAME_RESERVE: usize = 256;
+/// Room names are at most 64 characters (at most 256 bytes of UTF-8, and
+/// as much again for the folded key); the per-room byte cap leaves room
+/// for both in the budget.
+const ROOM_NAME_RESERVE: usize = 512;
 /// First capacities of a room's buffers: a room with a line or two should
 /// not pay for a hundred.
 const MIN_ROOM_BYTES: usize = 256;
 const MIN_ROOM_ENTRIES: usize = 4;
+
+/// A room as the history knows it: by its folded key (two spellings that
+/// fold alike are one room, as in [`crate::rooms`]), with the spelling to
+/// show. A plain `&str` is both, which is what tests and benchmarks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomName<'a> {
+    pub key: &'a str,
+    pub display: &'a str,
+}
+
+impl<'a> From<&'a str> for RoomName<'a> {
+    fn from(name: &'a str) -> Self {
+        RoomName { key: name, display: name }
+    }
+}
 
 /// How much history to keep; see the module docs for each bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +188,11 @@ enum Eviction {
 
 #[derive(Debug)]
 struct RoomHistory {
+    /// The room's folded key (`names::Checked::key`), which the map is keyed by.
     name: Arc<str>,
+    /// The room's spelling as its members last used it, for the operator
+    /// views and the store.
+    display: Box<str>,
     /// The lines back to back, oldest first. Capacity ≤ `Limits::room_bytes`.
     bytes: VecDeque<u8>,
     /// One per line, oldest first. Capacity ≤ `Limits::lines`.
@@ -185,7 +205,11 @@ struct RoomHistory {
 
 impl RoomHistory {
     fn cost(&self) -> usize {
-        ROOM_COST + self.name.len() + self.bytes.capacity() + self.entries.capacity() * ENTRY_COST
+        ROOM_COST
+            + self.name.len()
+            + self.display.len()
+            + self.bytes.capacity()
+            + self.entries.capacity() * ENTRY_COST
     }
 
     fn pop_oldest(&mut self) {
@@ -289,13 +313,19 @@ impl History {
     /// follow it), or `None` when history is off or the batch is empty.
     /// One copy of the bytes that are kept; no allocation once the room's
     /// buffers have grown to their working size.
-    pub fn record_batch(&mut self, room: &str, lines: &[u8], ends: &[usize], now_ms: u64) -> Option<u64> {
+    pub fn record_batch<'r>(
+        &mut self,
+        room: impl Into<RoomName<'r>>,
+        lines: &[u8],
+        ends: &[usize],
+        now_ms: u64,
+    ) -> Option<u64> {
         if !self.is_enabled() || ends.is_empty() {
             return None;
         }
         debug_assert!(ends.windows(2).all(|pair| pair[0] <= pair[1]), "ends out of order");
         debug_assert_eq!(ends.last(), Some(&lines.len()), "ends do not cover the lines");
-        let key = self.room_for(room);
+        let key = self.room_for(room.into());
         let first_seq = self.rooms[key].next_seq;
         self.stats.lines_recorded += ends.len() as u64;
         self.append(key, lines, ends, first_seq, now_ms);
@@ -304,7 +334,13 @@ impl History {
 
     /// [`record_batch`](History::record_batch) for a caller that has only
     /// the bytes: lines are found at each `\n` (a chat line has none inside).
-    pub fn record_lines(&mut self, room: &str, lines: &[u8], now_ms: u64) -> Option<u64> {
+    pub fn record_lines<'r>(
+        &mut self,
+        room: impl Into<RoomName<'r>>,
+        lines: &[u8],
+        now_ms: u64,
+    ) -> Option<u64> {
+        let room = room.into();
         let mut ends = std::mem::take(&mut self.scratch_ends);
         ends.clear();
         ends.extend(memchr::memchr_iter(b'\n', lines).map(|newline| newline + 1));
@@ -320,11 +356,18 @@ impl History {
     /// number and time. Lines of a room must come oldest first: a number
     /// not above the room's latest is refused (returns false). The caps
     /// apply as for [`record_batch`](History::record_batch).
-    pub fn restore_line(&mut self, room: &str, seq: u64, time_ms: u64, line: &[u8]) -> bool {
+    pub fn restore_line<'r>(
+        &mut self,
+        room: impl Into<RoomName<'r>>,
+        seq: u64,
+        time_ms: u64,
+        line: &[u8],
+    ) -> bool {
+        let room = room.into();
         if !self.is_enabled() || line.is_empty() {
             return false;
         }
-        if let Some(&key) = self.keys.get(room)
+        if let Some(&key) = self.keys.get(room.key)
             && seq < self.rooms[key].next_seq
         {
             return false;
@@ -342,17 +385,43 @@ impl History {
         self.seq_floor = self.seq_floor.max(seq);
     }
 
-    /// The latest `n` lines of `room`, oldest first, for a member who just
-    /// joined. Counts as a use of the room. [`Replay::bytes`] is all of them
-    /// as one slice, exactly the TCP bytes; iterating gives each line.
+    /// Lines held for the room whose key is `room`.
+    pub fn lines_of(&self, room: &str) -> usize {
+        self.keys.get(room).map_or(0, |&key| self.rooms[key].entries.len())
+    }
+
+    /// The room's spelling, if it has history (`room` is its key).
+    pub fn display_of(&self, room: &str) -> Option<&str> {
+        self.keys.get(room).map(|&key| &*self.rooms[key].display)
+    }
+
+    /// The latest `n` lines of `room` (its key), oldest first, for a
+    /// member who just joined. Counts as a use of the room.
+    /// [`Replay::bytes`] is all of them as one slice, exactly the TCP
+    /// bytes; iterating gives each line.
     pub fn replay(&mut self, room: &str, n: usize) -> Replay<'_> {
+        self.replay_within(room, n, usize::MAX, 0)
+    }
+
+    /// [`replay`](History::replay), fewer lines if need be: the latest
+    /// lines (at most `n`) whose bytes, plus `per_line` for each (a frame
+    /// header), come to at most `budget`.
+    pub fn replay_within(&mut self, room: &str, n: usize, budget: usize, per_line: usize) -> Replay<'_> {
         let Some(&key) = self.keys.get(room) else { return Replay::empty() };
         if n == 0 {
             return Replay::empty();
         }
         self.touch(key);
         let history = &mut self.rooms[key];
-        let count = n.min(history.entries.len());
+        let mut count = 0;
+        let mut bytes = 0usize;
+        for entry in history.entries.iter().rev().take(n) {
+            bytes = bytes.saturating_add(entry.len as usize + per_line);
+            if bytes > budget {
+                break;
+            }
+            count += 1;
+        }
         let from = history.entries.len() - count;
         let start = history.offset_of(from);
         self.stats.lines_replayed += count as u64;
@@ -363,7 +432,7 @@ impl History {
         Replay { all: bytes, rest: bytes, entries: history.entries.range(from..) }
     }
 
-    /// The latest `limit` lines of `room`, oldest first, for an operator.
+    /// The latest `limit` lines of `room` (its key), oldest first, for an operator.
     /// Does not count as a use.
     pub fn last(&self, room: &str, limit: usize) -> Vec<LineView> {
         let Some(history) = self.keys.get(room).map(|&key| &self.rooms[key]) else { return Vec::new() };
@@ -371,7 +440,7 @@ impl History {
         history.views(from, limit)
     }
 
-    /// Up to `limit` lines of `room` numbered above `after_seq`, oldest
+    /// Up to `limit` lines of `room` (its key) numbered above `after_seq`, oldest
     /// first (so the last one's number pages on), for an operator. Does not
     /// count as a use.
     pub fn entries_since(&self, room: &str, after_seq: u64, limit: usize) -> Vec<LineView> {
@@ -387,7 +456,7 @@ impl History {
             let history = &self.rooms[next?];
             next = history.older;
             Some(RoomSummary {
-                name: &history.name,
+                name: &history.display,
                 lines: history.entries.len(),
                 first_seq: history.entries.front().map(|entry| entry.seq),
                 last_seq: history.entries.back().map(|entry| entry.seq),
@@ -407,14 +476,22 @@ impl History {
 
     /// The room's key, creating its history (empty, no buffers) if it has
     /// none, and marking it the most recently used.
-    fn room_for(&mut self, room: &str) -> usize {
-        if let Some(&key) = self.keys.get(room) {
+    fn room_for(&mut self, room: RoomName<'_>) -> usize {
+        if let Some(&key) = self.keys.get(room.key) {
             self.touch(key);
+            let history = &mut self.rooms[key];
+            if *history.display != *room.display {
+                // Rare: the room emptied and came back spelled otherwise.
+                self.bytes_held -= history.cost();
+                history.display = room.display.into();
+                self.bytes_held += history.cost();
+            }
             return key;
         }
-        let name: Arc<str> = Arc::from(room);
+        let name: Arc<str> = Arc::from(room.key);
         let key = self.rooms.insert(RoomHistory {
             name: Arc::clone(&name),
+            display: room.display.into(),
             bytes: VecDeque::new(),
             entries: VecDeque::new(),
             next_seq: self.seq_floor + 1,
@@ -636,6 +713,7 @@ impl LineView {
 /// A room with history, for an operator listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RoomSummary<'a> {
+    /// The room's spelling (not its folded key).
     pub name: &'a str,
     pub lines: usize,
     pub first_seq: Option<u64>,

@@ -21,7 +21,8 @@
 //!
 //! # What is stored
 //!
-//! One row per line: room, sequence number, time, and the line split into
+//! One row per line: room (its folded key, which decides what is one room,
+//! and its spelling), sequence number, time, and the line split into
 //! `name` and `text` (at the first `:`, without the `\n`), so the database
 //! reads well with the `sqlite3` shell; `name:text\n` is put back together
 //! on load, byte for byte the line that was delivered.
@@ -44,7 +45,8 @@
 //! ```sql
 //! CREATE TABLE lines (
 //!     id      INTEGER PRIMARY KEY,  -- the order rows were written in
-//!     room    TEXT    NOT NULL,
+//!     room    TEXT    NOT NULL,     -- the folded key
+//!     room_name TEXT  NOT NULL,     -- the spelling members used
 //!     seq     INTEGER NOT NULL,
 //!     time_ms INTEGER NOT NULL,     -- milliseconds since the Unix epoch
 //!     name    TEXT    NOT NULL,
@@ -88,7 +90,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
-use super::ring::{self, History};
+use super::ring::{self, History, RoomName};
 
 /// The schema this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -97,6 +99,7 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS lines (
         id      INTEGER PRIMARY KEY,
         room    TEXT    NOT NULL,
+        room_name TEXT  NOT NULL,
         seq     INTEGER NOT NULL,
         time_ms INTEGER NOT NULL,
         name    TEXT    NOT NULL,
@@ -108,13 +111,14 @@ const SCHEMA: &str = "
     PRAGMA user_version = 1;
 ";
 
-const INSERT_LINE: &str = "INSERT INTO lines (room, seq, time_ms, name, text) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_LINE: &str =
+    "INSERT INTO lines (room, room_name, seq, time_ms, name, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPDATE_MAX_SEQ: &str = "UPDATE meta SET value = max(value, ?1) WHERE key = 'max_seq'";
 /// The latest `?2` lines of each room with a line at or after `?1`, most
 /// recently active room first, each room's lines oldest first.
 const LOAD: &str = "
-    SELECT room, seq, time_ms, name, text FROM (
-        SELECT room, seq, time_ms, name, text,
+    SELECT room, room_name, seq, time_ms, name, text FROM (
+        SELECT room, room_name, seq, time_ms, name, text,
                row_number() OVER (PARTITION BY room ORDER BY seq DESC) AS newest,
                max(time_ms) OVER (PARTITION BY room) AS active
         FROM lines WHERE time_ms >= ?1
@@ -247,7 +251,10 @@ pub struct Loaded {
 /// One room's loaded lines, oldest first.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadedRoom {
+    /// The room's folded key.
     pub name: String,
+    /// Its spelling in the latest line loaded.
+    pub display: String,
     /// `name:text\n` lines back to back.
     pub lines: Vec<u8>,
     /// Per line: sequence number, time, end offset in `lines`.
@@ -279,7 +286,8 @@ impl Loaded {
         let mut restored = 0;
         for room in &self.rooms {
             for (seq, time_ms, line) in room.iter() {
-                restored += usize::from(history.restore_line(&room.name, seq, time_ms, line));
+                let name = RoomName { key: &room.name, display: &room.display };
+                restored += usize::from(history.restore_line(name, seq, time_ms, line));
             }
         }
         restored
@@ -332,8 +340,9 @@ struct Counters {
 /// one allocation.
 #[derive(Debug)]
 struct Record {
-    /// The room's name, then `name:text\n` lines back to back.
+    /// The room's key, its spelling, then `name:text\n` lines back to back.
     payload: Vec<u8>,
+    key_len: usize,
     room_len: usize,
     lines: usize,
     first_seq: u64,
@@ -341,8 +350,12 @@ struct Record {
 }
 
 impl Record {
-    fn room(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.payload[..self.room_len])
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.payload[..self.key_len])
+    }
+
+    fn display(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.payload[self.key_len..self.room_len])
     }
 
     fn lines(&self) -> impl Iterator<Item = &[u8]> {
@@ -423,7 +436,14 @@ impl Store {
     /// returns false, and counts the lines as dropped, when the queue is
     /// full. Costs one allocation (the copy the writer takes) when queued,
     /// none when dropped.
-    pub fn try_record(&self, room: &str, first_seq: u64, time_ms: u64, lines: &[u8], ends: &[usize]) -> bool {
+    pub fn try_record<'r>(
+        &self,
+        room: impl Into<RoomName<'r>>,
+        first_seq: u64,
+        time_ms: u64,
+        lines: &[u8],
+        ends: &[usize],
+    ) -> bool {
         if ends.is_empty() {
             return true;
         }
@@ -446,10 +466,14 @@ impl Store {
             undo();
             return dropped();
         }
-        let mut payload = Vec::with_capacity(room.len() + lines.len());
-        payload.extend_from_slice(room.as_bytes());
+        let room = room.into();
+        let room_len = room.key.len() + room.display.len();
+        let mut payload = Vec::with_capacity(room_len + lines.len());
+        payload.extend_from_slice(room.key.as_bytes());
+        payload.extend_from_slice(room.display.as_bytes());
         payload.extend_from_slice(lines);
-        let record = Record { payload, room_len: room.len(), lines: ends.len(), first_seq, time_ms };
+        let record =
+            Record { payload, key_len: room.key.len(), room_len, lines: ends.len(), first_seq, time_ms };
         match sender.try_send(record) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -554,10 +578,15 @@ fn load(conn: &Connection, options: &StoreOptions, now_ms: u64) -> rusqlite::Res
             }
             room.name = name;
         }
-        let seq: i64 = row.get(1)?;
-        let time_ms: i64 = row.get(2)?;
-        let sender = row.get_ref(3)?.as_str()?;
-        let text = row.get_ref(4)?.as_str()?;
+        let display = row.get_ref(1)?.as_str()?;
+        if display != room.display {
+            room.display.clear();
+            room.display.push_str(display);
+        }
+        let seq: i64 = row.get(2)?;
+        let time_ms: i64 = row.get(3)?;
+        let sender = row.get_ref(4)?.as_str()?;
+        let text = row.get_ref(5)?.as_str()?;
         let line_len = sender.len() + 1 + text.len() + 1;
         bytes += line_len + ring::ENTRY_COST;
         if bytes > options.load_bytes {
@@ -662,13 +691,21 @@ impl Writer {
         {
             let mut insert = transaction.prepare_cached(INSERT_LINE)?;
             for record in batch {
-                let room = record.room();
+                let room = record.key();
+                let display = record.display();
                 let mut seq = record.first_seq;
                 for line in record.lines() {
                     let (sender, text) = ring::split_line(line);
                     let sender = String::from_utf8_lossy(sender);
                     let text = String::from_utf8_lossy(text);
-                    insert.execute(params![room, to_sql(seq), to_sql(record.time_ms), sender, text])?;
+                    insert.execute(params![
+                        room,
+                        display,
+                        to_sql(seq),
+                        to_sql(record.time_ms),
+                        sender,
+                        text
+                    ])?;
                     seq += 1;
                 }
                 max_seq = max_seq.max(seq.saturating_sub(1));

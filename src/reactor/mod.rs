@@ -35,6 +35,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::flow::Flow;
+use crate::history::{History, Store};
 use crate::output::{BufferPool, Output};
 use crate::rooms::{ConnId, Rooms, Transport};
 use crate::session::{Effects, Session, deadline_after};
@@ -42,6 +43,7 @@ use crate::stats::{SharedStats, Stats};
 use crate::tls::{Loaded, TlsListener};
 
 mod deadlines;
+mod history;
 pub(crate) mod listeners;
 mod shutdown;
 mod transfer;
@@ -174,9 +176,17 @@ pub(crate) struct Reactor {
     state: ServerState,
     /// The time of the current turn.
     now: Instant,
+    /// The wall-clock time of the current turn, in milliseconds since the
+    /// Unix epoch (what history records with each line).
+    wall_ms: u64,
+    /// Each room's latest lines, and their way to the database.
+    history: history::RoomHistory,
 }
 
 impl Reactor {
+    /// Everything the loop owns, handed over by `Server::bind` once the
+    /// listeners are bound and the history restored.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         poll: Poll,
         mut listeners: Vec<Listener>,
@@ -185,6 +195,7 @@ impl Reactor {
         shutdown_requested: Arc<AtomicBool>,
         tls: Option<Loaded>,
         tls_reloads: std::sync::mpsc::Receiver<Loaded>,
+        history: (History, Option<Store>),
     ) -> io::Result<Self> {
         for listener in &mut listeners {
             listener.register(poll.registry())?;
@@ -218,6 +229,8 @@ impl Reactor {
             shutdown_requested,
             state: ServerState::Serving,
             now: Instant::now(),
+            wall_ms: history::wall_clock_ms(),
+            history: history::RoomHistory::new(history.0, history.1),
         })
     }
 
@@ -233,6 +246,7 @@ impl Reactor {
                 return Err(error);
             }
             self.now = Instant::now();
+            self.wall_ms = history::wall_clock_ms();
             self.stats.loop_turns += 1;
             if events.is_empty() && self.to_read.is_empty() {
                 // Idle: give back the memory of the last burst.
@@ -344,6 +358,7 @@ impl Reactor {
         self.stats.paused_senders = self.deferred.len() as u64;
         self.stats.paused_ms = flow.paused_time(self.now).as_millis() as u64;
         self.stats.timers = self.deadlines.len() as u64;
+        self.history.publish(&mut self.stats);
         // The largest queue takes a walk over every connection: a few
         // times a second is plenty for a gauge.
         if self.now.saturating_duration_since(self.gauges_refreshed) >= SLOW_GAUGES_EVERY {

@@ -52,10 +52,13 @@ impl Reactor {
             self.close(id, "shutdown");
         }
         self.remove_closed();
-        let cut = match self.state {
-            ServerState::ShuttingDown { cut, .. } => cut,
-            ServerState::Serving => Cut::default(),
+        let (cut, deadline) = match self.state {
+            ServerState::ShuttingDown { cut, deadline } => (cut, deadline),
+            ServerState::Serving => (Cut::default(), self.now),
         };
+        // Nothing has been read since shutdown began, so nothing more is
+        // recorded: the writer finishes what it has, within the grace.
+        self.history.close_store(deadline);
         log::info!(
             "shutdown complete: {} connections served, {} messages in, {} deliveries; \
              {} connections cut with {} bytes unsent",

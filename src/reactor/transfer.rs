@@ -43,7 +43,7 @@ enum Received {
 
 /// Why a connection could not take more output.
 #[derive(Debug)]
-enum Refused {
+pub(super) enum Refused {
     /// Its queue would pass `--max-pending` even after writing what the
     /// socket takes.
     OverCap,
@@ -190,8 +190,15 @@ impl Reactor {
     /// bytes for itself, the page, the leave, the close. Then the session
     /// is armed at its deadline.
     pub(super) fn apply_effects(&mut self, id: ConnId) {
-        while let Some(request) = self.effects.join.take() {
+        while let Some(mut request) = self.effects.join.take() {
             let transport = self.connections[id.0].transport;
+            // A room that comes back keeps the spelling its history has.
+            if self.rooms.find(&request.room).is_none()
+                && let Some(display) = self.history.ring.display_of(&request.room.key)
+                && *display != *request.room.display
+            {
+                request.room.display = display.into();
+            }
             let claim = self.rooms.join(&request.room, &request.name, id, transport).map_err(|taken| {
                 let holder = self.connections.get(taken.holder.0).and_then(|holder| holder.session.name());
                 Taken { holder: holder.unwrap_or_default().into() }
@@ -200,8 +207,17 @@ impl Reactor {
                 self.stats.joins += 1;
                 log::debug!("connection {id}: {} joined {}", request.name.display, request.room.display);
             }
+            let joined_room = claim.as_ref().ok().copied();
+            let asked = request.history;
             let connection = &mut self.connections[id.0];
             connection.session.joined(request, claim, self.now, &self.config, &mut self.effects);
+            // The replay goes out in this turn, before the room's next
+            // batch (this member's own lines included) can reach it.
+            if let Some(room) = joined_room
+                && self.connections[id.0].session.room() == Some(room)
+            {
+                self.replay_history(id, room, asked);
+            }
         }
         if let Some(room) = self.effects.room.take() {
             self.deliver(room);
@@ -226,14 +242,8 @@ impl Reactor {
                 self.now,
             );
             self.effects.send.clear();
-            match appended {
-                Ok(_) => {}
-                // Its own replies do not fit: nothing clean can be said.
-                Err(Refused::OverCap) => {
-                    self.stats.count_cut(CutReason::HardCap);
-                    self.close(id, "its own replies passed --max-pending");
-                }
-                Err(Refused::Broken(error)) => self.close(id, &error.to_string()),
+            if let Err(refused) = appended {
+                self.refused_own_output(id, refused);
             }
         }
         if let Some(failure) = self.effects.failure.take() {
@@ -271,6 +281,18 @@ impl Reactor {
         debug_assert!(self.effects.is_empty(), "effects left unapplied: {:?}", self.effects);
     }
 
+    /// A connection's own output (replies, a replay) did not fit or could
+    /// not be written: nothing clean can be said.
+    pub(super) fn refused_own_output(&mut self, id: ConnId, refused: Refused) {
+        match refused {
+            Refused::OverCap => {
+                self.stats.count_cut(CutReason::HardCap);
+                self.close(id, "its own replies passed --max-pending");
+            }
+            Refused::Broken(error) => self.close(id, &error.to_string()),
+        }
+    }
+
     /// Makes sure the connection is woken at its session's deadline, or
     /// when its congested output must have made progress.
     pub(super) fn arm(&mut self, id: ConnId) {
@@ -294,10 +316,11 @@ impl Reactor {
     /// Hands the batch to every member of `room`: one copy of the line
     /// bytes per TCP member, one of the frame bytes per WebSocket member.
     fn deliver(&mut self, room: RoomId) {
-        let batch = &mut self.effects.messages;
-        if batch.is_empty() {
+        if self.effects.messages.is_empty() {
             return;
         }
+        self.record_history(room);
+        let batch = &mut self.effects.messages;
         let Some(members) = self.rooms.get(room) else {
             batch.clear();
             return;
@@ -481,7 +504,7 @@ impl Outputs {
     /// would pass the cap, the socket gets a chance to take what it can
     /// first: the cap is for clients that do not read, not for a busy turn.
     #[allow(clippy::too_many_arguments)]
-    fn append(
+    pub(super) fn append(
         &mut self,
         id: ConnId,
         room: Option<RoomId>,

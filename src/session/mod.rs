@@ -337,7 +337,7 @@ impl Session {
         match &mut self.stage {
             Stage::TcpHandshake { .. } => self.tcp_handshake(input, now, config, effects),
             Stage::HttpRequest { .. } => self.http_request(input, now, config, effects),
-            Stage::WsHandshake { .. } => self.ws_handshake(input, now, effects),
+            Stage::WsHandshake { .. } => self.ws_handshake(input, now, config, effects),
             Stage::Member(_) => self.member_input(input, now, config, effects),
             // Input is not read while joining or closing; when draining
             // it is dropped.
@@ -363,7 +363,7 @@ impl Session {
         let room = match claim {
             Ok(room) => room,
             Err(Taken { holder }) => {
-                let JoinRequest { name, room } = request;
+                let JoinRequest { name, room, .. } = request;
                 // The holder's spelling is worth saying only when it differs.
                 let holder = (!holder.is_empty() && holder != name.display).then_some(holder);
                 let taken = HandshakeError::NameTaken { name: name.display, room: room.display, holder };
@@ -478,7 +478,7 @@ impl Session {
             Ok(Status::Complete { value: request, consumed }) => {
                 let framer = LineFramer::after_handshake(config.max_line);
                 let deadline = *deadline;
-                self.start_joining(request, MemberInput::Lines(framer), deadline, effects);
+                self.start_joining(request, MemberInput::Lines(framer), deadline, now, config, effects);
                 consumed
             }
             Err(error) => {
@@ -544,7 +544,7 @@ impl Session {
         }
     }
 
-    fn ws_handshake(&mut self, input: &[u8], now: Instant, effects: &mut Effects) -> usize {
+    fn ws_handshake(&mut self, input: &[u8], now: Instant, config: &Config, effects: &mut Effects) -> usize {
         let Stage::WsHandshake { ws, deadline } = &mut self.stage else { unreachable!() };
         let mut rest = input;
         let mut peer_closed = false;
@@ -559,7 +559,7 @@ impl Session {
                     match handshake::parse_message(&message) {
                         Ok(request) => {
                             let member_input = MemberInput::WebSocket { ws, liveness: Liveness::Unchecked };
-                            self.start_joining(request, member_input, deadline, effects);
+                            self.start_joining(request, member_input, deadline, now, config, effects);
                             return input.len() - rest.len() + consumed;
                         }
                         Err(error) => {
@@ -637,15 +637,25 @@ impl Session {
 
     // ----- transitions -----------------------------------------------------
 
+    /// A valid handshake: the reactor is asked to claim the name, unless
+    /// the history asked for is more than the server keeps.
     fn start_joining(
         &mut self,
         request: JoinRequest,
         input: MemberInput,
         deadline: Instant,
+        now: Instant,
+        config: &Config,
         effects: &mut Effects,
     ) {
-        effects.join = Some(request);
         self.stage = Stage::Joining(Box::new(Joining { input, deadline }));
+        match request.history {
+            Some(asked) if asked > config.history as u64 => {
+                let error = HandshakeError::HistoryTooLarge { asked, max: config.history };
+                self.fail(error.into(), now, effects);
+            }
+            _ => effects.join = Some(request),
+        }
     }
 
     fn speech(&self) -> Speech {

@@ -165,7 +165,7 @@ fn history_line_larger_than_the_room_cap_is_not_kept_and_breaks_the_run() {
 #[test]
 fn history_budget_drops_least_recently_used_rooms_first() {
     // Room for three small rooms and a bit.
-    let one_room = ROOM_COST + 1 + MIN_ROOM_BYTES + MIN_ROOM_ENTRIES * ENTRY_COST;
+    let one_room = ROOM_COST + 2 + MIN_ROOM_BYTES + MIN_ROOM_ENTRIES * ENTRY_COST;
     let limits = Limits { lines: 4, room_bytes: 200, memory: 3 * one_room + one_room / 2 };
     let mut history = History::new(limits);
     record(&mut history, "a", &["ann:a\n"], 1);
@@ -189,12 +189,15 @@ fn history_budget_drops_least_recently_used_rooms_first() {
 
 #[test]
 fn history_numbers_are_not_reused_after_a_room_is_evicted() {
-    let one_room = ROOM_COST + 1 + MIN_ROOM_BYTES + MIN_ROOM_ENTRIES * ENTRY_COST;
-    let mut history = History::new(Limits { lines: 4, room_bytes: 200, memory: one_room + one_room / 2 });
+    // The byte cap stays 200 (the budget leaves it whole), so each room's
+    // buffers grow to ROOM_COST + 2 + 200 + 4 entries: two rooms fit, not three.
+    let memory = ROOM_COST + ROOM_NAME_RESERVE + 4 * ENTRY_COST + 200;
+    let mut history = History::new(Limits { lines: 4, room_bytes: 200, memory });
     assert_eq!(record(&mut history, "a", &["ann:1\n", "ann:2\n"], 1), Some(1));
     assert_eq!(record(&mut history, "b", &["ann:1\n"], 1), Some(3), "a new room starts above every number");
-    assert_eq!(history.rooms().map(|room| room.name).collect::<Vec<_>>(), ["b"]);
-    assert_eq!(record(&mut history, "a", &["ann:3\n"], 1), Some(4), "an evicted room starts above too");
+    assert_eq!(record(&mut history, "c", &["ann:1\n"], 1), Some(4));
+    assert_eq!(history.rooms().map(|room| room.name).collect::<Vec<_>>(), ["c", "b"]);
+    assert_eq!(record(&mut history, "a", &["ann:3\n"], 1), Some(5), "an evicted room starts above too");
     check_invariants(&history);
 }
 
