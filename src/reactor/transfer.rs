@@ -224,7 +224,9 @@ impl Reactor {
         }
         if let Some(page) = self.effects.page.take() {
             self.refresh_gauges();
-            let history = pages::PAGE_HISTORY_LINES; // history: min with --history
+            // Asking for more than --history would get every join from the
+            // page refused; with history off the page asks for 0.
+            let history = self.config.history.min(pages::PAGE_HISTORY_LINES);
             let response = pages::render(page.page, &self.config.ws_path, history, &self.stats);
             response.encode(&mut self.effects.send, page.keep_alive, page.head_only);
             self.effects.http_status = Some(response.status);
