@@ -487,6 +487,30 @@ mod tests {
     }
 
     #[test]
+    fn history_is_a_non_negative_whole_number_when_given() {
+        let parse = |json: &str| parse_object(json.as_bytes()).map(|request| request.history);
+        assert_eq!(parse(r#"{"name":"Mina","room":"dev"}"#), Ok(None));
+        assert_eq!(parse(r#"{"name":"Mina","room":"dev","history":0}"#), Ok(Some(0)));
+        assert_eq!(parse(r#"{"history":20,"name":"Mina","room":"dev"}"#), Ok(Some(20)));
+        assert_eq!(
+            parse(r#"{"name":"Mina","room":"dev","history":18446744073709551615}"#),
+            Ok(Some(u64::MAX))
+        );
+        for bad in ["-1", "1.5", "1e2", "\"5\"", "true", "null", "[5]", "{\"n\":5}", "18446744073709551616"] {
+            let json = format!(r#"{{"name":"Mina","room":"dev","history":{bad}}}"#);
+            assert_eq!(parse(&json), Err(HandshakeError::HistoryNotACount), "{bad}");
+        }
+        assert_eq!(
+            HandshakeError::HistoryNotACount.to_string(),
+            "handshake field \"history\" must be a whole number of lines"
+        );
+        assert_eq!(HandshakeError::HistoryNotACount.reason(), HandshakeReason::InvalidHistory);
+        // Given twice, like any field: malformed.
+        let twice = r#"{"name":"Mina","room":"dev","history":1,"history":2}"#;
+        assert!(matches!(parse(twice), Err(HandshakeError::MalformedJson(_))));
+    }
+
+    #[test]
     fn whole_object_then_messages() {
         let input = br#"{"name":"Mina","room":"dev"}hello"#;
         assert_eq!(feed_all(&[input]), done(request("Mina", "dev"), 28));

@@ -11,6 +11,7 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::operator::{self, OperatorView};
 use crate::parse::{Parsed, Status};
 
 /// Request heads larger than this get 431.
@@ -41,6 +42,10 @@ pub struct Request<'a> {
     /// More than one `Origin` header came: which one a check would look at
     /// is anyone's guess, so the request is refused.
     pub repeated_origin: bool,
+    /// The first `Authorization` header (the operator views need one).
+    pub authorization: Option<&'a str>,
+    /// More than one `Authorization` header came (refused, as for `Origin`).
+    pub repeated_authorization: bool,
 }
 
 /// A request that cannot be served: the status and a one-line reason,
@@ -58,7 +63,7 @@ impl HttpError {
         HttpError { status, message: message.into(), header: None }
     }
 
-    fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+    pub(crate) fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
         self.header = Some((name, value));
         self
     }
@@ -114,7 +119,9 @@ pub fn parse_request(buffer: &[u8]) -> Parsed<Request<'_>, HttpError> {
                     .and_then(|header| std::str::from_utf8(header.value).ok())
                     .map(str::trim)
             };
-            let origins = request.headers.iter().filter(|header| header.name.eq_ignore_ascii_case("Origin"));
+            let count = |name: &str| {
+                request.headers.iter().filter(|header| header.name.eq_ignore_ascii_case(name)).count()
+            };
             let request = Request {
                 method,
                 path: origin_form(request.path.unwrap_or_default()),
@@ -124,7 +131,9 @@ pub fn parse_request(buffer: &[u8]) -> Parsed<Request<'_>, HttpError> {
                 websocket_key: header("Sec-WebSocket-Key"),
                 websocket_version: header("Sec-WebSocket-Version"),
                 origin: header("Origin"),
-                repeated_origin: origins.count() > 1,
+                repeated_origin: count("Origin") > 1,
+                authorization: header("Authorization"),
+                repeated_authorization: count("Authorization") > 1,
             };
             Ok(Status::Complete { value: request, consumed: len })
         }
@@ -252,10 +261,14 @@ pub struct Routes<'a> {
     pub websocket_path: &'a str,
     /// Origins allowed to open a WebSocket; empty allows every origin.
     pub allowed_origins: &'a [String],
+    /// `--operator-token`: the operator views exist only when it is set.
+    pub operator_token: Option<&'a str>,
+    /// `--history`: the most lines a history view can ask for.
+    pub max_history: usize,
 }
 
 /// The pages the server serves besides the WebSocket endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Page {
     /// `/`: the browser chat page.
     Chat,
@@ -263,6 +276,8 @@ pub enum Page {
     Metrics,
     /// `/healthz`: `ok`.
     Health,
+    /// `/rooms...`: an operator view, already authorised.
+    Operator(OperatorView),
 }
 
 /// What a request gets.
@@ -300,6 +315,12 @@ pub fn route(request: &Request<'_>, routes: Routes<'_>) -> Route {
         return Route::Refuse(HttpError::new(403, "more than one Origin header"));
     }
     let path = request.path.split('?').next().unwrap_or_default();
+    if operator::is_operator_path(path) && path != routes.websocket_path {
+        return match operator::route(request, routes.operator_token, routes.max_history) {
+            Ok(view) => Route::Page(Page::Operator(view)),
+            Err(error) => Route::Refuse(error),
+        };
+    }
     let page = match path {
         "/" => Some(Page::Chat),
         "/metrics" => Some(Page::Metrics),
@@ -429,6 +450,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         408 => "Request Timeout",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -447,7 +469,7 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
 Origin: http://localhost:8099/\r\n\r\n";
 
     fn routes(allowed_origins: &[String]) -> Routes<'_> {
-        Routes { websocket_path: "/mychat", allowed_origins }
+        Routes { websocket_path: "/mychat", allowed_origins, operator_token: None, max_history: 100 }
     }
 
     fn complete(bytes: &[u8]) -> Request<'_> {

@@ -43,6 +43,7 @@ mod http;
 mod line_framing;
 #[allow(missing_docs)]
 mod names;
+mod operator;
 #[allow(missing_docs)]
 mod output;
 mod pages;

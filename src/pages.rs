@@ -1,7 +1,9 @@
 //! The plain-HTTP pages of the WebSocket port, rendered with no socket in
-//! sight: the browser chat page, the Prometheus counters, the health check.
+//! sight: the browser chat page, the Prometheus counters, the health check,
+//! and the operator views (from what the reactor looks up for them).
 
 use crate::http::{Page, Response};
+use crate::operator::{self, Lookup};
 use crate::stats::Stats;
 
 /// The browser chat page served at `/`, compiled in.
@@ -17,10 +19,19 @@ const HISTORY_PLACEHOLDER: &str = "\"__MACHAT_HISTORY__\"";
 pub const PAGE_HISTORY_LINES: usize = 50;
 
 /// The response for one of the server's pages. `stats` must be current
-/// (gauges refreshed) for the metrics page. `page_history` is the number of
-/// earlier lines the chat page asks for in its handshake; it must not exceed
-/// the server's `--history`, or every join from the page would be refused.
-pub fn render(page: Page, ws_path: &str, page_history: usize, stats: &Stats) -> Response {
+/// (gauges refreshed) for the metrics page; `rooms` answers the operator
+/// views, whose responses stay within `max_bytes`. `page_history` is the
+/// number of earlier lines the chat page asks for in its handshake; it must
+/// not exceed the server's `--history`, or every join from the page would be
+/// refused.
+pub fn render(
+    page: Page,
+    ws_path: &str,
+    page_history: usize,
+    stats: &Stats,
+    rooms: &dyn Lookup,
+    max_bytes: usize,
+) -> Response {
     match page {
         Page::Chat => {
             // The page learns the WebSocket path from a JSON string in its
@@ -40,6 +51,7 @@ pub fn render(page: Page, ws_path: &str, page_history: usize, stats: &Stats) -> 
             .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .with_body(stats.to_prometheus().into_bytes()),
         Page::Health => Response::text(200, "ok"),
+        Page::Operator(view) => operator::render(view, rooms, max_bytes),
     }
 }
 
@@ -47,10 +59,15 @@ pub fn render(page: Page, ws_path: &str, page_history: usize, stats: &Stats) -> 
 mod tests {
     use super::*;
 
+    fn chat_page(ws_path: &str, page_history: usize) -> String {
+        let response =
+            render(Page::Chat, ws_path, page_history, &Stats::default(), &operator::NoRooms, 1 << 20);
+        String::from_utf8(response.body().to_vec()).unwrap()
+    }
+
     #[test]
     fn the_chat_page_learns_the_websocket_path_safely() {
-        let response = render(Page::Chat, "/chat</script>", PAGE_HISTORY_LINES, &Stats::default());
-        let body = String::from_utf8(response.body().to_vec()).unwrap();
+        let body = chat_page("/chat</script>", PAGE_HISTORY_LINES);
         assert!(body.contains(r#""/chat\u003c/script>""#));
         assert!(!body.contains(WS_PATH_PLACEHOLDER));
     }
@@ -58,8 +75,7 @@ mod tests {
     #[test]
     fn the_chat_page_asks_for_the_history_it_is_given() {
         for lines in [0, 7, PAGE_HISTORY_LINES] {
-            let response = render(Page::Chat, "/mychat", lines, &Stats::default());
-            let body = String::from_utf8(response.body().to_vec()).unwrap();
+            let body = chat_page("/mychat", lines);
             // A bare number, so the script sees an integer, not a string.
             assert!(body.contains(&format!("const CONFIGURED_HISTORY = {lines};")), "{lines}");
             assert!(!body.contains("__MACHAT_HISTORY__"));

@@ -175,7 +175,17 @@ impl Rooms {
 
     /// The room `room` names, however it is spelled.
     pub fn find(&self, room: &Checked) -> Option<&Room> {
-        self.by_key.get(&room.key).and_then(|&id| self.get(id))
+        self.find_key(&room.key)
+    }
+
+    /// The room whose folded key is `key`, if it has members.
+    pub fn find_key(&self, key: &str) -> Option<&Room> {
+        self.by_key.get(key).and_then(|&id| self.get(id))
+    }
+
+    /// Every room (each has at least one member).
+    pub fn iter(&self) -> impl Iterator<Item = &Room> {
+        self.rooms.iter().map(|(_, room)| room)
     }
 
     /// Number of rooms (each has at least one member).

@@ -106,7 +106,7 @@ def check_structure(text):
         assert match, f"{where}: not a sample line"
         name, labels, value = match.groups()
         assert name == current, f"{where}: sample outside its family ({current})"
-        if name.endswith("_seconds_total"):
+        if name.endswith("_seconds_total") or name.endswith("_seconds"):
             # Durations are fractional seconds, as Prometheus names them.
             assert re.fullmatch(r"\d+\.\d+", value), f"{where}: value is not a non-negative decimal"
         else:

@@ -457,6 +457,7 @@ impl History {
             next = history.older;
             Some(RoomSummary {
                 name: &history.display,
+                key: &history.name,
                 lines: history.entries.len(),
                 first_seq: history.entries.front().map(|entry| entry.seq),
                 last_seq: history.entries.back().map(|entry| entry.seq),
@@ -715,6 +716,8 @@ impl LineView {
 pub struct RoomSummary<'a> {
     /// The room's spelling (not its folded key).
     pub name: &'a str,
+    /// The room's folded key.
+    pub key: &'a str,
     pub lines: usize,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,

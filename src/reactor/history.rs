@@ -9,8 +9,10 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::Reactor;
-use crate::history::{Closed, History, RoomName, Store};
-use crate::rooms::{ConnId, RoomId, Transport};
+use crate::history::{Closed, History, LineView, RoomName, Store};
+use crate::names::Checked;
+use crate::operator::{self, RoomRow};
+use crate::rooms::{ConnId, RoomId, Rooms, Transport};
 use crate::stats::Stats;
 use crate::websocket;
 
@@ -163,5 +165,43 @@ impl Reactor {
             // only a broken socket gets here.
             self.refused_own_output(id, refused);
         }
+    }
+}
+
+/// The operator views' window on the rooms and their history.
+pub(super) struct Lookup<'a> {
+    pub(super) rooms: &'a Rooms,
+    pub(super) history: &'a History,
+}
+
+impl operator::Lookup for Lookup<'_> {
+    fn rooms(&self) -> Vec<RoomRow> {
+        let mut rows: Vec<RoomRow> = self
+            .rooms
+            .iter()
+            .map(|room| RoomRow {
+                name: room.name().to_owned(),
+                members: room.len(),
+                history: self.history.lines_of(room.key()),
+            })
+            .collect();
+        // Rooms whose members have all left, their history still held.
+        rows.extend(
+            self.history
+                .rooms()
+                .filter(|summary| self.rooms.find_key(summary.key).is_none())
+                .map(|summary| RoomRow { name: summary.name.to_owned(), members: 0, history: summary.lines }),
+        );
+        rows
+    }
+
+    fn history(&self, room: &Checked, limit: usize, after: Option<u64>) -> Option<Vec<LineView>> {
+        if self.rooms.find(room).is_none() && self.history.lines_of(&room.key) == 0 {
+            return None;
+        }
+        Some(match after {
+            Some(after) => self.history.entries_since(&room.key, after, limit),
+            None => self.history.last(&room.key, limit),
+        })
     }
 }

@@ -19,7 +19,7 @@ use mio::{Interest, Registry, Token};
 
 use std::time::Instant;
 
-use super::{Connection, Outputs, Reactor, ServerState};
+use super::{Connection, Outputs, Reactor, ServerState, history};
 use crate::failure::Failure;
 use crate::flow::{Allowance, CutReason, Pause, Sender};
 use crate::output::{Appended, Flushed, OverCap, Tally};
@@ -224,10 +224,14 @@ impl Reactor {
         }
         if let Some(page) = self.effects.page.take() {
             self.refresh_gauges();
+            let lookup = history::Lookup { rooms: &self.rooms, history: &self.history.ring };
+            // A response is one append to the output: it must fit the cap.
+            let max_bytes = self.config.max_pending / 2;
             // Asking for more than --history would get every join from the
             // page refused; with history off the page asks for 0.
-            let history = self.config.history.min(pages::PAGE_HISTORY_LINES);
-            let response = pages::render(page.page, &self.config.ws_path, history, &self.stats);
+            let page_history = self.config.history.min(pages::PAGE_HISTORY_LINES);
+            let response =
+                pages::render(page.page, &self.config.ws_path, page_history, &self.stats, &lookup, max_bytes);
             response.encode(&mut self.effects.send, page.keep_alive, page.head_only);
             self.effects.http_status = Some(response.status);
         }

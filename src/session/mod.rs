@@ -149,7 +149,7 @@ enum Speech {
 }
 
 /// A page the reactor must render (it has the counters) and send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     pub page: Page,
     /// HEAD: the head of the response only.
@@ -515,7 +515,12 @@ impl Session {
         // A held head is never complete by itself, so the request ends in
         // this input.
         let consumed = head_len - held;
-        let routes = Routes { websocket_path: &config.ws_path, allowed_origins: &config.allowed_origins };
+        let routes = Routes {
+            websocket_path: &config.ws_path,
+            allowed_origins: &config.allowed_origins,
+            operator_token: config.operator_token.as_deref(),
+            max_history: config.history,
+        };
         let head_only = request.is_head();
         let keep_alive = request.keep_alive();
         match http::route(&request, routes) {

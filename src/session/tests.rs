@@ -262,6 +262,50 @@ fn a_member_speaks_under_its_normalised_name_and_leaves_by_its_key() {
 }
 
 #[test]
+fn history_asked_for_goes_to_the_reactor_with_the_join() {
+    let mut driver = Driver::tcp();
+    driver.session.input(
+        br#"{"name":"Mina","room":"dev","history":100}"#,
+        driver.now,
+        &driver.config,
+        &mut driver.effects,
+    );
+    let request = driver.effects.join.as_ref().expect("a join");
+    assert_eq!(request.history, Some(100), "up to --history is accepted");
+    driver.apply();
+    assert_eq!(driver.stage(), "member");
+}
+
+#[test]
+fn history_beyond_the_servers_is_refused_before_the_name_is_claimed() {
+    let mut driver = Driver::tcp();
+    driver.config.history = 20;
+    driver.input(br#"{"name":"Mina","room":"dev","history":21}hello"#);
+    assert_eq!(
+        driver.sent_text(),
+        "error: handshake field \"history\" asks for 21 lines; this server keeps at most 20\n"
+    );
+    assert_eq!(driver.failures[0].handshake_reason(), Some(HandshakeReason::InvalidHistory));
+    assert_eq!(driver.rooms.member_count(), 0, "no name was claimed");
+    assert!(driver.said.is_empty(), "nothing after a refused handshake is said");
+    assert_eq!(driver.stage(), "closing");
+
+    // Over WebSocket: the error text, then Close 1008.
+    let mut driver = Driver::http();
+    driver.config.history = 0;
+    driver.input(UPGRADE);
+    driver.sent.clear();
+    driver.input(&text(r#"{"name":"Mina","room":"dev","history":1}"#));
+    let frames = server_frames(&driver.sent);
+    assert_eq!(
+        frames[0],
+        (0x1, b"error: handshake field \"history\" asks for 1 lines; this server keeps at most 0\n".to_vec())
+    );
+    assert_eq!(frames[1].1[..2], close_code::POLICY.to_be_bytes());
+    assert_eq!(driver.rooms.member_count(), 0);
+}
+
+#[test]
 fn tcp_handshake_times_out() {
     let mut driver = Driver::tcp();
     driver.input(b"{\"name\"");
@@ -345,7 +389,7 @@ fn keep_alive_pages_answer_pipelined_requests_in_order() {
     let mut driver = Driver::http();
     driver.advance(Duration::from_secs(1));
     driver.input(b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    let pages: Vec<_> = driver.pages.iter().map(|p| (p.page, p.head_only, p.keep_alive)).collect();
+    let pages: Vec<_> = driver.pages.iter().map(|p| (p.page.clone(), p.head_only, p.keep_alive)).collect();
     assert_eq!(pages, [(Page::Health, false, true), (Page::Metrics, false, true), (Page::Chat, true, false)]);
     assert_eq!(driver.stage(), "closing");
     // A kept-alive connection gets a fresh deadline for its next request.

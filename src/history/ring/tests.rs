@@ -421,3 +421,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_room_is_its_key_and_shows_its_latest_spelling() {
+    let mut history = History::new(Limits::default());
+    let (bytes, ends) = batch(&["ann:1\n"]);
+    history.record_batch(RoomName { key: "dev", display: "Dev" }, &bytes, &ends, 1);
+    history.record_batch(RoomName { key: "dev", display: "DEV" }, &bytes, &ends, 2);
+    assert_eq!(history.lines_of("dev"), 2, "two spellings, one room");
+    assert_eq!(history.display_of("dev"), Some("DEV"));
+    let rooms: Vec<(&str, &str)> = history.rooms().map(|room| (room.name, room.key)).collect();
+    assert_eq!(rooms, [("DEV", "dev")]);
+    assert_eq!(history.lines_of("Dev"), 0, "looked up by key only");
+    check_invariants(&history);
+}
+
+#[test]
+fn a_replay_within_a_budget_keeps_the_newest_lines_that_fit() {
+    let mut history = History::new(Limits::default());
+    record(&mut history, "dev", &["ann:one\n", "ann:two\n", "ann:three\n"], 1);
+    // 10 + 8 bytes (plus 2 per line) fit in 22; "ann:one\n" would not.
+    let lines: Vec<String> = history
+        .replay_within("dev", 3, 22, 2)
+        .map(|entry| String::from_utf8(entry.line.to_vec()).unwrap())
+        .collect();
+    assert_eq!(lines, ["ann:two\n", "ann:three\n"]);
+    assert_eq!(history.replay_within("dev", 3, 22, 2).bytes(), b"ann:two\nann:three\n");
+    assert_eq!(history.replay_within("dev", 3, 5, 0).len(), 0, "not even the newest fits");
+    assert_eq!(history.replay_within("dev", 1, usize::MAX, 0).bytes(), b"ann:three\n");
+    assert_eq!(history.stats().lines_replayed, 5, "only what was handed out is counted");
+    check_invariants(&history);
+}
