@@ -74,6 +74,11 @@ pub struct Config {
     /// Bearer token that opens the operator views (`/rooms`,
     /// `/rooms/<name>/history`); `None` keeps them closed to everyone.
     pub operator_token: Option<String>,
+    /// Bind every listener with `SO_REUSEPORT`, so several machat
+    /// processes on one machine can listen on the same ports and the
+    /// kernel spreads new connections over them. Each process still has
+    /// rooms of its own (without a cluster, they do not see each other).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -104,6 +109,7 @@ impl Default for Config {
             history_db: None,
             history_retention: None,
             operator_token: None,
+            reuse_port: false,
         }
     }
 }

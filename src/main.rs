@@ -93,6 +93,9 @@ struct Cli {
     /// Bearer token that opens GET /rooms and /rooms/NAME/history [default: closed]
     #[arg(long, value_name = "TOKEN", env = "MACHAT_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+    /// Bind every listener with SO_REUSEPORT: machat processes on one machine share the ports
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 impl Cli {
@@ -134,6 +137,7 @@ impl Cli {
                 .map(|secs| seconds("history-retention", secs))
                 .transpose()?,
             operator_token: self.operator_token,
+            reuse_port: self.reuse_port,
         };
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)
