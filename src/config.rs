@@ -87,6 +87,11 @@ pub struct Config {
     pub cluster_optional: bool,
     /// How long a join waits for Redis before `error: cluster unavailable`.
     pub cluster_join_wait: Duration,
+    /// Bind every listener with `SO_REUSEPORT`, so several machat
+    /// processes on one machine can listen on the same ports and the
+    /// kernel spreads new connections over them. Each process still has
+    /// rooms of its own (without a cluster, they do not see each other).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -122,6 +127,7 @@ impl Default for Config {
             cluster_name_ttl: Config::DEFAULT_CLUSTER_NAME_TTL,
             cluster_optional: false,
             cluster_join_wait: Config::DEFAULT_CLUSTER_JOIN_WAIT,
+            reuse_port: false,
         }
     }
 }

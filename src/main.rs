@@ -108,6 +108,9 @@ struct Cli {
     /// Seconds a join waits for Redis before `error: cluster unavailable`
     #[arg(long, value_name = "SECS", default_value_t = Config::DEFAULT_CLUSTER_JOIN_WAIT.as_secs_f64())]
     cluster_join_wait: f64,
+    /// Bind every listener with SO_REUSEPORT: machat processes on one machine share the ports
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 impl Cli {
@@ -154,6 +157,7 @@ impl Cli {
             cluster_name_ttl: seconds("cluster-name-ttl", self.cluster_name_ttl)?,
             cluster_optional: self.cluster_optional,
             cluster_join_wait: seconds("cluster-join-wait", self.cluster_join_wait)?,
+            reuse_port: self.reuse_port,
         };
         config.validate().map_err(|error| error.to_string())?;
         Ok(config)

@@ -68,7 +68,7 @@ impl Server {
         let mut listeners = Vec::new();
         let mut bind = |address: &Option<String>, transport, tls| -> io::Result<Option<SocketAddr>> {
             let Some(address) = address else { return Ok(None) };
-            let listener = Listener::bind(address, transport, tls)?;
+            let listener = Listener::bind(address, transport, tls, config.reuse_port)?;
             let local = listener.local_addr()?;
             listeners.push(listener);
             Ok(Some(local))

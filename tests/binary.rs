@@ -131,6 +131,7 @@ fn help_lists_every_flag_with_its_default() {
         ("--ws-path", default(&Config::DEFAULT_WS_PATH)),
         ("--no-tcp", None),
         ("--no-ws", None),
+        ("--reuse-port", None),
         ("--allowed-origin", default(&"any origin")),
         ("--max-line", default(&Config::DEFAULT_MAX_LINE)),
         ("--max-pending", default(&Config::DEFAULT_MAX_PENDING)),

@@ -52,6 +52,7 @@ prop_compose! {
         durations in (any_duration(), any_duration(), any_duration(), any_duration(), any_duration()),
         history in (any_size(), any_size(), any_size(), proptest::option::of(any_duration())),
         operator_token in proptest::option::of("[ -~]{0,40}"),
+        reuse_port in any::<bool>(),
     ) -> Config {
         let (history, history_memory, history_on_join, history_retention) = history;
         let (max_line, max_pending, max_queued_total, max_connections, ws_read_buffer, ws_write_buffer) = sizes;
@@ -91,6 +92,7 @@ prop_compose! {
             cluster_name_ttl: Config::DEFAULT_CLUSTER_NAME_TTL,
             cluster_optional: false,
             cluster_join_wait: Config::DEFAULT_CLUSTER_JOIN_WAIT,
+            reuse_port,
         }
     }
 }
@@ -126,6 +128,7 @@ prop_compose! {
         history in prop::sample::select(vec![0, 1, 100, Config::MAX_HISTORY]),
         history_on_join in prop::sample::select(vec![0, 1, 100]),
         history_memory in prop::sample::select(vec![Config::MIN_HISTORY_MEMORY, Config::DEFAULT_HISTORY_MEMORY]),
+        reuse_port in any::<bool>(),
     ) -> Config {
         let max_queued_total = if total_is_cap { max_pending } else { Config::MAX_QUEUE_BYTES as usize };
         Config {
@@ -160,6 +163,8 @@ prop_compose! {
             cluster_name_ttl: Config::DEFAULT_CLUSTER_NAME_TTL,
             cluster_optional: false,
             cluster_join_wait: Config::DEFAULT_CLUSTER_JOIN_WAIT,
+            // Port 0 with SO_REUSEPORT still gets a port of its own.
+            reuse_port,
         }
     }
 }

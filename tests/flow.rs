@@ -367,9 +367,11 @@ fn websocket_members_do_not_keep_their_largest_message() {
     const MEMBERS: usize = 200;
     const MESSAGE: usize = 60 * 1024;
     // One arena and no trim threshold: freed memory is reused by the next
-    // member, not hidden in per-thread arenas.
+    // member, not hidden in per-thread arenas. History off: it keeps each
+    // room's latest lines on purpose (bounded by --history-memory, and
+    // measured by tests/history.rs); this is about per-connection buffers.
     let mut machat = Machat::start_with_env(
-        &["-tcp", "127.0.0.1:0", "-ws", "127.0.0.1:0"],
+        &["-tcp", "127.0.0.1:0", "-ws", "127.0.0.1:0", "--history", "0"],
         &[("MALLOC_ARENA_MAX", "1"), ("MALLOC_TRIM_THRESHOLD_", "0")],
     );
     let (_, ws) = machat.addresses();

@@ -61,6 +61,8 @@ pub struct Connection {
     /// Number among the connections of its role.
     pub id: u32,
     pub room: u32,
+    /// The server it connects to: an index into the generator's targets.
+    pub target: usize,
     /// The sender this connection sends for, or whose echoes it counts.
     pub sender: u32,
     /// The start of an incomplete line, frame or reply, kept for the next read.
@@ -94,6 +96,7 @@ impl Connection {
             role,
             id,
             room,
+            target: 0,
             sender,
             carry: Vec::new(),
             out: Vec::new(),
@@ -386,8 +389,8 @@ impl Connection {
 ///
 /// The old hand-made socket also set `IP_BIND_ADDRESS_NO_PORT`, which
 /// socket2 does not offer. Without it `bind` picks the port before
-/// `connect`, so a port is not shared between destinations; the generator
-/// has one destination, so each source address still gives ~28k ports.
+/// `connect`, so a port is not shared between destinations: each source
+/// address gives ~28k ports, to all the `--addr` servers together.
 pub fn connect_from(destination: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     let (SocketAddr::V4(_), Some(source)) = (destination, source) else {
         return TcpStream::connect(destination);

@@ -15,6 +15,7 @@ use crate::generator::LoadGenerator;
 use crate::phases::RunPhase;
 use crate::protocol::{machat, resp, websocket};
 use crate::system::SystemSnapshot;
+use crate::targets;
 use crate::{Failure, exit_code, failure};
 
 /// The signal pipe's token; connections use their index.
@@ -31,7 +32,7 @@ impl LoadGenerator {
         info!(
             "connecting {} sockets to {} ({} source address{})",
             self.conns.len(),
-            self.addr,
+            targets::describe(&self.targets),
             self.source_ips,
             if self.source_ips == 1 { "" } else { "es" }
         );
@@ -70,13 +71,14 @@ impl LoadGenerator {
             let i = self.next_to_open;
             let source = (self.source_ips > 1)
                 .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i as u32 % self.source_ips) as u8));
-            let mut socket = connect_from(self.addr, source).map_err(|e| {
+            let addr = self.targets[self.conns[i].target].addr;
+            let mut socket = connect_from(addr, source).map_err(|e| {
                 // "Too many open files" says it all; this one does not.
                 let hint = match e.kind() {
                     ErrorKind::AddrNotAvailable => " (out of ephemeral ports: try --source-ips)",
                     _ => "",
                 };
-                failure(exit_code::CANNOT_CONNECT, format!("cannot connect to {}: {e}{hint}", self.addr))
+                failure(exit_code::CANNOT_CONNECT, format!("cannot connect to {addr}: {e}{hint}"))
             })?;
             // Latency is the point: never hold a small write back.
             let _ = socket.set_nodelay(true);
@@ -112,7 +114,8 @@ impl LoadGenerator {
             }
             (Proto::Machat, Transport::Ws) => {
                 let key = shared.encoder.websocket_key();
-                let request = websocket::upgrade_request(&self.flags.ws_path, &self.host, &key);
+                let host = &self.targets[conn.target].text;
+                let request = websocket::upgrade_request(&self.flags.ws_path, host, &key);
                 conn.out.extend_from_slice(request.as_bytes());
                 conn.state = ConnState::Upgrading;
             }
@@ -128,6 +131,7 @@ impl LoadGenerator {
             return;
         }
         if conn.state == ConnState::Connecting {
+            let addr = self.targets[conn.target].addr;
             let socket = conn.socket.as_ref().expect("socket");
             let error = match socket.take_error() {
                 Ok(Some(e)) | Err(e) => Some(e),
@@ -136,8 +140,7 @@ impl LoadGenerator {
             if let Some(e) = error {
                 let hint =
                     if e.kind() == ErrorKind::ConnectionRefused { " (is the server running?)" } else { "" };
-                self.shared
-                    .fail(exit_code::CANNOT_CONNECT, format!("cannot connect to {}: {e}{hint}", self.addr));
+                self.shared.fail(exit_code::CANNOT_CONNECT, format!("cannot connect to {addr}: {e}{hint}"));
                 return;
             }
             // A writable event can come before the connect is done.
@@ -145,8 +148,7 @@ impl LoadGenerator {
                 Ok(_) => self.on_connected(i),
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
                 Err(e) => {
-                    self.shared
-                        .fail(exit_code::CANNOT_CONNECT, format!("cannot connect to {}: {e}", self.addr));
+                    self.shared.fail(exit_code::CANNOT_CONNECT, format!("cannot connect to {addr}: {e}"));
                     return;
                 }
             }

@@ -32,10 +32,14 @@ pub struct Flags {
     /// Protocol spoken.
     #[arg(long, value_enum, default_value_t = Proto::Machat)]
     pub proto: Proto,
-    /// Server address HOST:PORT [default: 127.0.0.1:8989 for machat tcp,
-    /// 127.0.0.1:8099 for machat ws, 127.0.0.1:6379 for redis].
-    #[arg(long)]
-    pub addr: Option<String>,
+    /// Server address HOST:PORT (of the --transport's listener); give it
+    /// several times, or as a comma-separated list, to spread the clients
+    /// over several servers, such as cluster nodes: they are dealt
+    /// round-robin within each room, and the report says how many went to
+    /// each [default: 127.0.0.1:8989 for machat tcp, 127.0.0.1:8099 for
+    /// machat ws, 127.0.0.1:6379 for redis].
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub addr: Vec<String>,
     /// WebSocket upgrade path.
     #[arg(long, default_value = "/mychat")]
     pub ws_path: String,
@@ -183,19 +187,24 @@ impl Flags {
         if self.ca.is_some() && !self.tls {
             return bad("--ca needs --tls");
         }
+        if self.addr.iter().any(|addr| addr.trim().is_empty()) {
+            return bad("--addr must not be empty (nor have an empty item in its list)");
+        }
         Ok(())
     }
 
-    /// `--addr`, or the usual port of the server spoken to.
-    pub fn addr_text(&self) -> String {
-        self.addr.clone().unwrap_or_else(|| {
-            match (self.proto, self.transport) {
-                (Proto::Redis, _) => "127.0.0.1:6379",
-                (Proto::Machat, Transport::Tcp) => "127.0.0.1:8989",
-                (Proto::Machat, Transport::Ws) => "127.0.0.1:8099",
-            }
-            .to_string()
-        })
+    /// Every `--addr`, in the order given, or the usual port of the server
+    /// spoken to.
+    pub fn addr_texts(&self) -> Vec<String> {
+        if !self.addr.is_empty() {
+            return self.addr.iter().map(|addr| addr.trim().to_string()).collect();
+        }
+        let usual = match (self.proto, self.transport) {
+            (Proto::Redis, _) => "127.0.0.1:6379",
+            (Proto::Machat, Transport::Tcp) => "127.0.0.1:8989",
+            (Proto::Machat, Transport::Ws) => "127.0.0.1:8099",
+        };
+        vec![usual.to_string()]
     }
 }
 
@@ -209,10 +218,28 @@ mod tests {
 
     #[test]
     fn defaults_pick_the_servers_usual_port() {
-        assert_eq!(parse(&[]).addr_text(), "127.0.0.1:8989");
-        assert_eq!(parse(&["--transport", "ws"]).addr_text(), "127.0.0.1:8099");
-        assert_eq!(parse(&["--proto", "redis"]).addr_text(), "127.0.0.1:6379");
-        assert_eq!(parse(&["--addr", "10.0.0.1:1"]).addr_text(), "10.0.0.1:1");
+        assert_eq!(parse(&[]).addr_texts(), ["127.0.0.1:8989"]);
+        assert_eq!(parse(&["--transport", "ws"]).addr_texts(), ["127.0.0.1:8099"]);
+        assert_eq!(parse(&["--proto", "redis"]).addr_texts(), ["127.0.0.1:6379"]);
+        assert_eq!(parse(&["--addr", "10.0.0.1:1"]).addr_texts(), ["10.0.0.1:1"]);
+    }
+
+    #[test]
+    fn several_addresses_repeated_or_comma_separated() {
+        let expected = ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"];
+        for args in [
+            &["--addr", "10.0.0.1:1", "--addr", "10.0.0.2:1", "--addr", "10.0.0.3:1"][..],
+            &["--addr", "10.0.0.1:1,10.0.0.2:1,10.0.0.3:1"],
+            &["--addr", "10.0.0.1:1, 10.0.0.2:1", "--addr=10.0.0.3:1"],
+        ] {
+            let flags = parse(args);
+            flags.check().expect("valid");
+            assert_eq!(flags.addr_texts(), expected, "{args:?}");
+        }
+        for args in [&["--addr", ""][..], &["--addr", "10.0.0.1:1,,10.0.0.2:1"], &["--addr", "a:1,"]] {
+            let error = parse(args).check().expect_err(&format!("{args:?} accepted"));
+            assert_eq!(error.code, 2, "{args:?}");
+        }
     }
 
     #[test]

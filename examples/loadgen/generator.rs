@@ -3,7 +3,7 @@
 //! by concern: `event_loop` (sockets), `phases` (what happens when),
 //! `sending` and `report`.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use log::warn;
@@ -21,6 +21,7 @@ use crate::sequence::SenderTrack;
 use crate::shared::{SenderState, Shared, Stats};
 use crate::signals::Interrupts;
 use crate::system::{self, CpuTimes, SystemSnapshot};
+use crate::targets::{self, Target};
 use crate::tls::TlsClient;
 use crate::{Failure, exit_code, failure};
 
@@ -61,9 +62,9 @@ pub struct LoadGenerator {
     pub flags: Flags,
     pub clock: Clock,
     pub poll: Poll,
-    pub addr: SocketAddr,
-    /// `--addr` as given, for the HTTP `Host` header.
-    pub host: String,
+    /// The servers (`--addr`, once or more), with how many clients each
+    /// got; a connection's `target` indexes this.
+    pub targets: Vec<Target>,
     pub source_ips: u32,
     /// Receivers first, then senders (Redis: publisher, then subscriber);
     /// a connection's index is its mio token.
@@ -101,14 +102,7 @@ pub struct LoadGenerator {
 impl LoadGenerator {
     pub fn new(flags: Flags, mut interrupts: Interrupts) -> Result<LoadGenerator, Failure> {
         flags.check()?;
-        let addr_text = flags.addr_text();
-        let addr = addr_text
-            .to_socket_addrs()
-            .map_err(|e| failure(exit_code::CANNOT_CONNECT, format!("cannot resolve {addr_text}: {e}")))?
-            .next()
-            .ok_or_else(|| {
-                failure(exit_code::CANNOT_CONNECT, format!("{addr_text} resolves to no address"))
-            })?;
+        let mut targets = targets::resolve(&flags.addr_texts())?;
         if let Some(pid) = flags.server_pid
             && system::process_cpu_seconds(pid).is_none()
         {
@@ -158,6 +152,13 @@ impl LoadGenerator {
             }
         }
         let total_pairs = (0..rooms).map(|r| members[r as usize] * in_room(flags.senders, r) as u64).sum();
+        for conn in conns.iter_mut() {
+            conn.target = targets::target_for(conn.id, rooms, targets.len());
+            let target = &mut targets[conn.target];
+            target.connections += 1;
+            // A Redis sender is one client with two connections.
+            target.clients += u64::from(conn.role != Role::SenderSubscriber);
+        }
 
         if flags.idle.is_none() && flags.senders < rooms {
             warn!("{} of {rooms} rooms have no sender: their receivers get nothing", rooms - flags.senders);
@@ -182,13 +183,14 @@ impl LoadGenerator {
                 }
             }
         }
-        let loopback = matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
+        let loopback =
+            targets.iter().all(|target| matches!(target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback()));
         let source_ips = match flags.source_ips {
             0 => (conns.len() as u32).div_ceil(20_000).max(1),
             n => n.min(254),
         };
         if source_ips > 1 && !loopback {
-            warn!("--source-ips ignored: the server address is not IPv4 loopback");
+            warn!("--source-ips ignored: a server address is not IPv4 loopback");
         }
         let source_ips = if loopback { source_ips } else { 1 };
 
@@ -214,8 +216,7 @@ impl LoadGenerator {
         Ok(LoadGenerator {
             clock: Clock(Instant::now()),
             poll,
-            addr,
-            host: addr_text,
+            targets,
             source_ips,
             conns,
             read_buffer: vec![0; 2 * CHUNK],

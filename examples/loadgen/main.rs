@@ -24,6 +24,11 @@
 //! Idle mode (`--idle N`) opens N joined connections and holds them, to
 //! measure the server's memory per idle connection.
 //!
+//! Several servers (`--addr A --addr B`, or `--addr A,B`), such as the nodes
+//! of a cluster: the clients are dealt round-robin within each room, so
+//! every room is spread over every node, and the report says how many
+//! clients went to each address (`targets` in the JSON line).
+//!
 //! Burst mode (`--burst BYTES`): after the barrier each sender writes BYTES
 //! of the same messages as fast as its socket takes them, while receivers
 //! read, as fast as they can or at `--read-rate` bytes per second; then the
@@ -55,6 +60,7 @@
 //! cargo run --release --example loadgen -- --senders 1 --receivers 1000 --rate 100
 //! cargo run --release --example loadgen -- --idle 10000 --hold 0 --server-pid "$(pidof machat)"
 //! cargo run --release --example loadgen -- --tls --ca cert.pem --addr 127.0.0.1:8990 --receivers 1000 --senders 10
+//! cargo run --release --example loadgen -- --addr 127.0.0.1:8989,127.0.0.1:9989 --receivers 1000 --senders 10
 //! cargo run --release --example loadgen -- --burst 16000000 --receivers 3 --read-rate 1000000 --slow-receivers 1
 //! ```
 //!
@@ -62,6 +68,7 @@
 //!
 //! - `flags`: the command line;
 //! - `generator`: the generator's state and its setup from the flags;
+//! - `targets`: the servers (`--addr`), and which clients go to which;
 //! - `event_loop`: the mio loop, connecting, reading, closing;
 //! - `phases`: what happens when, from connecting to done;
 //! - `sending`: closed-loop, paced, markers and probes;
@@ -94,6 +101,7 @@ mod sequence;
 mod shared;
 mod signals;
 mod system;
+mod targets;
 mod tls;
 
 use clap::Parser;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::generator::LoadGenerator;
 use crate::system::{self, process_rss_kb};
+use crate::targets;
 
 /// Rounds to 3 decimals (seconds to the millisecond).
 fn round3(x: f64) -> f64 {
@@ -26,6 +27,19 @@ fn row(key: &str, value: String) {
 }
 
 impl LoadGenerator {
+    /// With several addresses, the table's row saying how many clients
+    /// went to each.
+    fn targets_row(&self) {
+        if self.targets.len() > 1 {
+            let spread: Vec<String> = self
+                .targets
+                .iter()
+                .map(|target| format!("{} {} clients", target.addr, target.clients))
+                .collect();
+            row("clients per address", spread.join(", "));
+        }
+    }
+
     /// Keys every mode's JSON line starts with.
     fn base_json(&self) -> Map<String, Value> {
         let mut json = Map::new();
@@ -36,7 +50,18 @@ impl LoadGenerator {
         if !flags.label.is_empty() {
             json.insert("label".into(), flags.label.clone().into());
         }
-        json.insert("addr".into(), self.addr.to_string().into());
+        // Several addresses: all of them, comma-separated, and how many
+        // clients each got.
+        let addrs: Vec<String> = self.targets.iter().map(|target| target.addr.to_string()).collect();
+        json.insert("addr".into(), addrs.join(",").into());
+        let spread = self.targets.iter().map(|target| {
+            serde_json::json!({
+                "addr": target.addr.to_string(),
+                "clients": target.clients,
+                "connections": target.connections,
+            })
+        });
+        json.insert("targets".into(), Value::Array(spread.collect()));
         json.insert("rooms".into(), flags.rooms.into());
         // Other work on the machine skews every figure: say how busy it was.
         json.insert("loadavg_1m".into(), system::load_average_1m().into());
@@ -89,12 +114,13 @@ impl LoadGenerator {
                 "loadgen {:?}/{:?} {}: {} rooms, {} receivers, {} senders, {} B payload, {mode_text}",
                 flags.proto,
                 flags.transport,
-                self.addr,
+                targets::describe(&self.targets),
                 flags.rooms,
                 flags.receivers,
                 flags.senders,
                 flags.payload
             );
+            self.targets_row();
             row(
                 "setup",
                 format!(
@@ -240,8 +266,12 @@ impl LoadGenerator {
         if !flags.quiet {
             println!(
                 "loadgen idle {:?}/{:?} {}: {n} connections in {} rooms, all joined",
-                flags.proto, flags.transport, self.addr, flags.rooms
+                flags.proto,
+                flags.transport,
+                targets::describe(&self.targets),
+                flags.rooms
             );
+            self.targets_row();
             row(
                 "setup",
                 format!("connect {:.2} s, verify {verify_s:.2} s", figures.connected_at as f64 / 1e9),
@@ -324,13 +354,14 @@ impl LoadGenerator {
                 "loadgen burst {:?}/{:?} {}: {} rooms, {} receivers{reading}, {} senders, {} B payload, {} B per sender",
                 flags.proto,
                 flags.transport,
-                self.addr,
+                targets::describe(&self.targets),
                 flags.rooms,
                 flags.receivers,
                 flags.senders,
                 flags.payload,
                 burst.bytes_per_sender
             );
+            self.targets_row();
             row(
                 "setup",
                 format!(

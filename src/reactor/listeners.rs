@@ -64,15 +64,17 @@ enum Accepting {
 
 impl Listener {
     /// Binds the first address `address` resolves to that can be bound
-    /// (`localhost` may resolve to both 127.0.0.1 and ::1).
+    /// (`localhost` may resolve to both 127.0.0.1 and ::1); with
+    /// `reuse_port`, with `SO_REUSEPORT` (see [`listen`]).
     pub(crate) fn bind(
         address: &str,
         transport: Transport,
         tls: Option<TlsListener>,
+        reuse_port: bool,
     ) -> io::Result<Listener> {
         let mut last_error = None;
         for candidate in address.to_socket_addrs()? {
-            match listen(candidate) {
+            match listen(candidate, reuse_port) {
                 Ok(socket) => return Ok(Listener { socket, transport, tls, state: Accepting::Open }),
                 Err(error) => last_error = Some(error),
             }
@@ -120,10 +122,19 @@ impl Listener {
     }
 }
 
-fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+/// A non-blocking listening socket on `address`. With `reuse_port` it is
+/// bound with `SO_REUSEPORT`: other sockets that set it too (other machat
+/// processes of the same user started with `--reuse-port`) can bind the
+/// same address, and the kernel spreads incoming connections over all of
+/// them by a hash of the connection's addresses and ports. Without it, a
+/// second bind fails with `AddrInUse` as usual.
+fn listen(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     // Restarting the server must not wait for old connections in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(LISTEN_BACKLOG)?;

@@ -235,7 +235,11 @@ impl Reactor {
             let lookup = history::Lookup { rooms: &self.rooms, history: &self.history.ring };
             // A response is one append to the output: it must fit the cap.
             let max_bytes = self.config.max_pending / 2;
-            let response = pages::render(page.page, &self.config.ws_path, &self.stats, &lookup, max_bytes);
+            // Asking for more than --history would get every join from the
+            // page refused; with history off the page asks for 0.
+            let page_history = self.config.history.min(pages::PAGE_HISTORY_LINES);
+            let response =
+                pages::render(page.page, &self.config.ws_path, page_history, &self.stats, &lookup, max_bytes);
             response.encode(&mut self.effects.send, page.keep_alive, page.head_only);
             self.effects.http_status = Some(response.status);
         }

@@ -2,7 +2,8 @@
 // playwright-core, against the machat binary on ephemeral ports. Two pages
 // chat in one room with each other and with a raw TCP client; a taken name
 // shows its error and the closed connection; the page loaded over HTTPS
-// chats over wss://; a shutdown shows Close 1001.
+// chats over wss://; a page joining a room where TCP clients talked shows
+// those lines apart as earlier ones, then live ones; a shutdown shows Close 1001.
 // Every wait is bounded (WAIT); nothing sleeps.
 //
 // Run through tests/browser/run.sh (installs Chromium and playwright-core,
@@ -139,6 +140,9 @@ function message(page, who, text) {
 
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
+/** What the message list shows, item by item (dividers included). */
+const texts = (page) => page.locator("#messages li").allTextContents();
+
 before(async () => {
   server = await startServer();
   profile = mkdtempSync(path.join(tmpdir(), "machat-chromium-"));
@@ -177,6 +181,9 @@ test("the page is served with its labels and the configured WebSocket path", asy
   const html = await response.text();
   assert.ok(html.includes(`const CONFIGURED_PATH = ${JSON.stringify(server.wsPath)};`), "path substituted");
   assert.ok(!html.includes("__MACHAT_WS_PATH__"), "no placeholder left");
+  // The server's --history is its default (100); the page asks for at most 50.
+  assert.ok(html.includes("const CONFIGURED_HISTORY = 50;"), "history substituted");
+  assert.ok(!html.includes("__MACHAT_HISTORY__"), "no history placeholder left");
 });
 
 test("two pages in one room see each other's messages, their own marked as theirs", async () => {
@@ -189,6 +196,8 @@ test("two pages in one room see each other's messages, their own marked as their
   assert.equal(await own.evaluate((li) => getComputedStyle(li.querySelector(".who"), "::after").content), '" (you)"');
   // Focus stays in the message input, ready for the next line.
   assert.equal(await ada.evaluate(() => document.activeElement.id), "text");
+  // The room was empty: its "history: 0" marker is neither a line nor a divider.
+  assert.deepEqual(await texts(ada), ["Ada:hello, anyone?"]);
 
   bob = await openAndJoin("Bob");
   await say(bob, "hi Ada, Bob here");
@@ -200,6 +209,14 @@ test("two pages in one room see each other's messages, their own marked as their
   await say(ada, "welcome, Bob");
   await message(bob, "Ada", "welcome, Bob").waitFor();
   assert.equal(await message(bob, "Ada", "welcome, Bob").getAttribute("class"), "theirs");
+  // Bob came in after Ada's first line: he has it as an earlier one.
+  assert.deepEqual(await texts(bob), [
+    "earlier messages",
+    "Ada:hello, anyone?",
+    "live",
+    "Bob:hi Ada, Bob here",
+    "Ada:welcome, Bob",
+  ]);
 });
 
 test("a raw TCP client in the same room reaches both pages, and hears them", async () => {
@@ -280,6 +297,67 @@ test("the page loaded over HTTPS chats over wss:// with the others", async () =>
   tcp.close();
   await page.screenshot({ path: path.join(SHOTS, "chat-https.png") });
   await page.close();
+});
+
+test("a page joining a room shows its earlier lines apart, then live ones", async () => {
+  const room = "archive";
+  // Each client's join is confirmed by its own echo before the next one
+  // speaks, so every line below reaches both and is in the room's history.
+  const kim = await tcpClient("Kim", room);
+  kim.send("first, before any page");
+  await kim.expectLine("Kim:first, before any page");
+  const lee = await tcpClient("Lee", room);
+  lee.send("second");
+  await lee.expectLine("Lee:second");
+  await kim.expectLine("Lee:second");
+  kim.send("<i>third</i>");
+  await kim.expectLine("Kim:<i>third</i>");
+  await lee.expectLine("Kim:<i>third</i>");
+
+  const page = await openAndJoin("Hana", room);
+  // The divider after the last earlier line: the replay is over, Hana is in.
+  await page.locator("#messages .divider", { hasText: /^live$/ }).waitFor();
+  const shown = () =>
+    page.locator("#messages li").evaluateAll((items) => items.map((li) => [li.className, li.textContent]));
+  assert.deepEqual(await shown(), [
+    ["divider", "earlier messages"],
+    ["theirs earlier", "Kim:first, before any page"],
+    ["theirs earlier", "Lee:second"],
+    ["theirs earlier", "Kim:<i>third</i>"],
+    ["divider", "live"],
+  ]);
+  assert.equal(await page.locator("#messages i").count(), 0, "earlier text is text, not HTML");
+  assert.equal(await page.locator("#messages [role=separator]").count(), 2);
+  const earlierStyle = await message(page, "Lee", "second").evaluate((li) => getComputedStyle(li).fontStyle);
+  assert.equal(earlierStyle, "italic");
+
+  lee.send("said after Hana came");
+  const live = message(page, "Lee", "said after Hana came");
+  await live.waitFor();
+  assert.equal(await live.getAttribute("class"), "theirs");
+  assert.equal(await live.evaluate((li) => getComputedStyle(li).fontStyle), "normal");
+  await say(page, "hello archive");
+  await kim.expectLine("Hana:hello archive");
+  assert.equal(await message(page, "Hana", "hello archive").getAttribute("class"), "mine");
+  assert.deepEqual((await shown()).slice(4), [
+    ["divider", "live"],
+    ["theirs", "Lee:said after Hana came"],
+    ["mine", "Hana:hello archive"],
+  ]);
+  await page.screenshot({ path: path.join(SHOTS, "chat-history.png") });
+
+  // Joining again under the same name, Hana's own line is an earlier one, not
+  // "(you)": a name is only unique while its holder is connected, so the page
+  // cannot know who said it.
+  await page.getByRole("button", { name: "Leave" }).click();
+  await page.getByRole("button", { name: "Join again" }).click();
+  await page.getByLabel("Your name", { exact: true }).press("Enter");
+  await page.locator("#messages .divider", { hasText: /^live$/ }).waitFor();
+  assert.equal(await message(page, "Hana", "hello archive").getAttribute("class"), "theirs earlier");
+  assert.deepEqual((await texts(page)).slice(-3), ["Lee:said after Hana came", "Hana:hello archive", "live"]);
+  await page.close();
+  kim.close();
+  lee.close();
 });
 
 test("a server shutdown shows the close code 1001 on the page", async () => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use machat::{Config, Handle, Server, Stats};
 
+pub mod redis;
 pub mod tls;
 
 /// Upper bound for any single wait in a test.
