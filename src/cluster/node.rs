@@ -848,3 +848,6 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -406,7 +406,8 @@ impl Session {
         // Input that came with the handshake, and frames that may already
         // sit in tungstenite's buffer (no more input may ever come to push
         // them through): read them now.
-        let websocket = matches!(self.stage, Stage::Member(Membership { input: MemberInput::WebSocket { .. }, .. }));
+        let websocket =
+            matches!(self.stage, Stage::Member(Membership { input: MemberInput::WebSocket { .. }, .. }));
         if websocket || !early.is_empty() {
             self.member_input(&early, now, config, effects);
         }
