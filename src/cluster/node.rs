@@ -177,8 +177,13 @@ enum Expect {
     /// AUTH or SELECT: an error means the link cannot be used.
     Login,
     /// A join's `SET ... NX`: `OK` claims the name, nil means another
-    /// node (or member) holds it.
-    Claim { conn: ConnId, key: Box<str> },
+    /// node (or member) holds it. Unanswered at `give_up_at` (a Redis that
+    /// stopped reading), the join is told the cluster is unavailable and
+    /// the claim becomes `Abandoned`.
+    Claim { conn: ConnId, key: Box<str>, give_up_at: Instant },
+    /// A claim whose join gave up waiting: if Redis grants it after all,
+    /// the name is released at once.
+    Abandoned { key: Box<str> },
     /// A refresh or re-claim of a held name: 0 means it was lost.
     Reclaim { key: Box<str> },
     /// A release, or a publish: nothing to do with the answer.
@@ -478,7 +483,7 @@ impl Cluster {
                 // "unavailable" (its SET may have taken effect; the name
                 // then frees itself within --cluster-name-ttl).
                 for expect in std::mem::take(&mut self.expected) {
-                    if let Expect::Claim { conn, key } = expect {
+                    if let Expect::Claim { conn, key, .. } = expect {
                         self.stats.claims_unavailable += 1;
                         self.effects.claims.push((conn, key, Claim::Unavailable));
                     }
@@ -547,18 +552,23 @@ impl Cluster {
         match (expect, reply) {
             (Expect::Login, Reply::Error(error)) => Err(format!("login refused: {error}")),
             (Expect::Login, _) => Ok(()),
-            (Expect::Claim { conn, key }, Reply::Simple(ok)) if ok == "OK" => {
+            (Expect::Abandoned { key }, Reply::Simple(ok)) if ok == "OK" => {
+                self.release(&key);
+                Ok(())
+            }
+            (Expect::Abandoned { .. }, _) => Ok(()),
+            (Expect::Claim { conn, key, .. }, Reply::Simple(ok)) if ok == "OK" => {
                 self.stats.claims += 1;
                 self.held.insert(key.clone(), conn);
                 self.effects.claims.push((conn, key, Claim::Claimed));
                 Ok(())
             }
-            (Expect::Claim { conn, key }, Reply::Nil) => {
+            (Expect::Claim { conn, key, .. }, Reply::Nil) => {
                 self.stats.claim_conflicts += 1;
                 self.effects.claims.push((conn, key, Claim::Taken));
                 Ok(())
             }
-            (Expect::Claim { conn, key }, other) => {
+            (Expect::Claim { conn, key, .. }, other) => {
                 log::warn!("cluster: claim answered {other:?}");
                 self.stats.claims_unavailable += 1;
                 self.effects.claims.push((conn, key, Claim::Unavailable));
@@ -646,10 +656,11 @@ impl Cluster {
     /// once `join_wait` has passed without a commands link.
     pub fn claim(&mut self, conn: ConnId, room_key: &str, name_key: &str, now: Instant) {
         let key = Self::name_key(room_key, name_key);
+        let give_up_at = now + self.config.join_wait;
         if self.commands.is_up() {
-            self.send_claim(conn, key);
+            self.send_claim(conn, key, give_up_at);
         } else {
-            self.waiting.push_back(Waiting { conn, key, give_up_at: now + self.config.join_wait });
+            self.waiting.push_back(Waiting { conn, key, give_up_at });
         }
     }
 
@@ -660,13 +671,13 @@ impl Cluster {
         self.waiting.retain(|waiting| waiting.conn != conn);
     }
 
-    fn send_claim(&mut self, conn: ConnId, key: Box<str>) {
+    fn send_claim(&mut self, conn: ConnId, key: Box<str>, give_up_at: Instant) {
         let ttl = self.config.name_ttl.as_millis().to_string();
         resp::encode_command(
             &mut self.commands.out,
             &[b"SET", key.as_bytes(), self.config.node_id.as_bytes(), b"NX", b"PX", ttl.as_bytes()],
         );
-        self.expected.push_back(Expect::Claim { conn, key });
+        self.expected.push_back(Expect::Claim { conn, key, give_up_at });
     }
 
     fn send_reclaim(&mut self, key: Box<str>) {
@@ -691,7 +702,7 @@ impl Cluster {
                 self.stats.claims_unavailable += 1;
                 self.effects.claims.push((waiting.conn, waiting.key, Claim::Unavailable));
             } else {
-                self.send_claim(waiting.conn, waiting.key);
+                self.send_claim(waiting.conn, waiting.key, waiting.give_up_at);
             }
         }
     }
@@ -804,6 +815,10 @@ impl Cluster {
             _ => None,
         });
         let waiting = self.waiting.front().map(|waiting| waiting.give_up_at);
+        let in_flight = self.expected.iter().find_map(|expect| match expect {
+            Expect::Claim { give_up_at, .. } => Some(*give_up_at),
+            _ => None,
+        });
         let unsubscribe = self
             .rooms
             .values()
@@ -811,7 +826,7 @@ impl Cluster {
             .min()
             .map(|since| since + UNSUBSCRIBE_AFTER);
         let refresh = (!self.held.is_empty()).then_some(self.next_refresh);
-        retries.chain(waiting).chain(unsubscribe).chain(refresh).min()
+        retries.chain(waiting).chain(in_flight).chain(unsubscribe).chain(refresh).min()
     }
 
     /// Time passed: give up on claims that waited too long, refresh held
@@ -821,6 +836,18 @@ impl Cluster {
             let waiting = self.waiting.pop_front().expect("checked");
             self.stats.claims_unavailable += 1;
             self.effects.claims.push((waiting.conn, waiting.key, Claim::Unavailable));
+        }
+        // Claims Redis has not answered in time (it stopped reading): their
+        // joins are told now; the replies, if they ever come, are matched.
+        for expect in &mut self.expected {
+            if let Expect::Claim { conn, key, give_up_at } = expect
+                && *give_up_at <= now
+            {
+                let (conn, key) = (*conn, std::mem::take(key));
+                self.stats.claims_unavailable += 1;
+                self.effects.claims.push((conn, key.clone(), Claim::Unavailable));
+                *expect = Expect::Abandoned { key };
+            }
         }
         if now >= self.next_refresh {
             self.next_refresh = now + self.config.name_ttl / 3;

@@ -273,3 +273,18 @@ fn urls() {
         assert!(RedisUrl::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_claim_redis_does_not_answer_in_time_is_unavailable_and_released_if_granted_later() {
+    let (mut cluster, now) = connected("A");
+    cluster.claim(CONN, "dev", "mina", now);
+    commands(&mut cluster, LinkId::Commands);
+    assert_eq!(cluster.next_deadline(), Some(now + Duration::from_secs(5)));
+    cluster.tick(now + Duration::from_secs(5));
+    assert_eq!(cluster.take_effects().claims, [(CONN, "machat:name:dev:mina".into(), Claim::Unavailable)]);
+    // Redis wakes up and grants it: nobody wants it any more.
+    cluster.received(LinkId::Commands, b"+OK\r\n").unwrap();
+    assert!(cluster.take_effects().claims.is_empty());
+    let sent = commands(&mut cluster, LinkId::Commands);
+    assert_eq!((sent[0][0].as_str(), sent[0][3].as_str()), ("EVAL", "machat:name:dev:mina"));
+}

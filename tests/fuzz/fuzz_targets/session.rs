@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use machat::Config;
 use machat::internal::names::{check_name, check_room};
 use machat::internal::rooms::{ConnId, Rooms, Transport};
-use machat::internal::session::{Effects, Reading, Session, Taken};
+use machat::internal::session::{Effects, JoinRefused, Reading, Session};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, mut data)) = data.split_first() else { return };
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         while let Some(request) = effects.join.take() {
             let claim = rooms
                 .join(&request.room, &request.name, ConnId(1), Transport::Tcp)
-                .map_err(|_| Taken { holder: "Mina".into() });
+                .map_err(|_| JoinRefused::Taken { holder: "Mina".into() });
             session.joined(request, claim, now, &config, effects);
         }
         effects.room = None;
