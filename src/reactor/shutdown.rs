@@ -52,6 +52,9 @@ impl Reactor {
             self.close(id, "shutdown");
         }
         self.remove_closed();
+        // The last members' names are released in Redis now, not after
+        // their TTL: a node restarting at once lets them join again.
+        self.cluster_flush();
         let (cut, deadline) = match self.state {
             ServerState::ShuttingDown { cut, deadline } => (cut, deadline),
             ServerState::Serving => (Cut::default(), self.now),
