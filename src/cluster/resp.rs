@@ -616,3 +616,6 @@ impl AsRef<[u8]> for Decimal {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod oracle;
