@@ -17,19 +17,21 @@
 //! that touches sockets); `session/` is one connection's life as a
 //! socket-free state machine that returns effects; `handshake`,
 //! `line_framing`, `websocket` and `http` turn bytes into meaning under one
-//! parsing contract (`parse`); `failure` is why a connection ends; `rooms`
-//! is who is where; `output` encodes a message once and queues it per
-//! connection; `pages` renders the HTTP pages; `stats` counts.
+//! parsing contract (`parse`), as `cluster::resp` does for Redis's
+//! replies; `failure` is why a connection ends; `rooms` is who is where;
+//! `output` encodes a message once and queues it per connection; `pages`
+//! renders the HTTP pages; `stats` counts.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 // The public API lives in these, and must be documented.
-mod cluster;
 mod config;
 mod server;
 mod stats;
 
 // Internal: documented for the reader, but not every field is a promise.
+#[allow(missing_docs)]
+mod cluster;
 #[allow(missing_docs)]
 mod failure;
 #[allow(missing_docs)]
@@ -74,6 +76,9 @@ pub use stats::Stats;
 pub mod internal {
     pub mod cli;
 
+    pub mod cluster {
+        pub use crate::cluster::*;
+    }
     pub mod failure {
         pub use crate::failure::*;
     }
