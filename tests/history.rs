@@ -505,7 +505,7 @@ fn with_history_off_asking_for_lines_is_refused() {
     let server = TestServer::with_config(Config { history: 0, ..Config::ephemeral() });
     let mut ada = joined_tcp(server.tcp, "ada", "dev");
     let mut one = tcp_with_history(server.tcp, "one", "dev", 1);
-    one.expect_error("handshake field \"history\" asks for 1 lines; this server keeps at most 0");
+    one.expect_error("handshake field \"history\" asks for 1 line; this server keeps at most 0");
     let mut zero = tcp_with_history(server.tcp, "zero", "dev", 0);
     zero.expect_line("history: 0");
     ada.send_line("live");
