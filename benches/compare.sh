@@ -31,7 +31,11 @@
 # servers, their order rotated by one every round (so none always runs
 # first). A variant is NAME=FLAGS, variants are separated by ';', FLAGS are
 # split on spaces (no quoting); @TMP@ in FLAGS is a temporary directory made
-# for that run and removed after it. Each run's JSON line gets
+# for that run and removed after it. FLAGS starting with @BIN=PATH run the
+# binary at PATH instead of this build (without SERVER_ARGS), e.g. an old
+# build's database variant beside this one's:
+#   VARIANTS='off=--history 0;db-old=@BIN=/tmp/machat-old --history-db @TMP@/h.db;db=--history-db @TMP@/h.db'
+# Each run's JSON line gets
 # "variant": NAME; summarize.py puts the variants side by side, with ratios
 # to the first. Redis, TLS and BASELINE are left out.
 #   ROUNDS=3 benches/compare.sh history
@@ -170,7 +174,7 @@ run() {
     local system=$1 label=$2
     shift 2
     [[ -z "$FILTER" || "$FILTER" == tls || "$FILTER" == history || "$label" == *"$FILTER"* ]] || return 0
-    local tag= variant= vflags=()
+    local tag= variant= vflags=() vbinary=
     if [[ "$system" == variant*:* ]]; then
         variant=${system#*:}
         local flags=
@@ -178,6 +182,11 @@ run() {
         if [[ "$flags" == *@TMP@* ]]; then
             RUN_TMP=$(mktemp -d "${TMPDIR:-/tmp}/machat-bench.XXXXXX")
             flags=${flags//@TMP@/$RUN_TMP}
+        fi
+        if [[ "$flags" == @BIN=* ]]; then
+            vbinary=${flags%% *}
+            vbinary=${vbinary#@BIN=}
+            [[ "$flags" == *" "* ]] && flags=${flags#* } || flags=
         fi
         # shellcheck disable=SC2206 # the words are the flags
         vflags=($flags)
@@ -191,8 +200,8 @@ run() {
         machat-wss) start_machat; args=(--transport ws --tls --ca "$TLS_CERT" --addr "$MACHAT_WSS") ;;
         baseline) start_machat "$BASELINE"; args=(--addr "$MACHAT_TCP"); tag=baseline ;;
         baseline-ws) start_machat "$BASELINE"; args=(--transport ws --addr "$MACHAT_WS"); tag=baseline ;;
-        variant) start_machat "" "${vflags[@]}"; args=(--addr "$MACHAT_TCP") ;;
-        variant-ws) start_machat "" "${vflags[@]}"; args=(--transport ws --addr "$MACHAT_WS") ;;
+        variant) start_machat "$vbinary" "${vflags[@]}"; args=(--addr "$MACHAT_TCP") ;;
+        variant-ws) start_machat "$vbinary" "${vflags[@]}"; args=(--transport ws --addr "$MACHAT_WS") ;;
         redis) start_redis; args=(--proto redis --addr "$REDIS") ;;
     esac
     echo "== $label $system${variant:+ $variant}" >&2
