@@ -23,6 +23,34 @@
 # runs only those scenarios, plaintext and TLS alternating (TCP, TCP over
 # TLS, WS, wss), and needs no Redis.
 #
+# Server variants: this build started with different flags, side by side.
+#   VARIANTS='off=--history 0;memory=;db=--history-db @TMP@/history.db' \
+#       ROUNDS=3 benches/compare.sh fanout-10x100
+# runs each selected machat scenario (TCP and WebSocket) once per variant
+# instead of machat and Redis, the variants one after the other on fresh
+# servers, their order rotated by one every round (so none always runs
+# first). A variant is NAME=FLAGS, variants are separated by ';', FLAGS are
+# split on spaces (no quoting); @TMP@ in FLAGS is a temporary directory made
+# for that run and removed after it. FLAGS starting with @BIN=PATH run the
+# binary at PATH instead of this build (without SERVER_ARGS), e.g. an old
+# build's database variant beside this one's:
+#   VARIANTS='off=--history 0;db-old=@BIN=/tmp/machat-old --history-db @TMP@/h.db;db=--history-db @TMP@/h.db'
+# Each run's JSON line gets
+# "variant": NAME; summarize.py puts the variants side by side, with ratios
+# to the first. Redis, TLS and BASELINE are left out.
+#   ROUNDS=3 benches/compare.sh history
+# runs fanout-1x1000 and fanout-10x100 over TCP only, with the history
+# variants above (VARIANTS overrides them), and needs no Redis.
+#
+# SERVER_ARGS='--flag value' adds flags to every start of this build (not
+# to BASELINE's). Every run's JSON line also gets "round": N, and, for
+# machat, "server_metrics": the server's counters from /metrics read just
+# after the generator finished (messages received, writes, history lines
+# recorded, persisted and dropped, ...), so a run can be checked, e.g. that
+# a database variant persisted what it recorded.
+#
+# The binaries are built into $CARGO_TARGET_DIR (default target/).
+#
 # Needs redis-server (Debian's package; installed here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +60,17 @@ DURATION=${DURATION:-10}
 OUT=${OUT:-target/bench/results.jsonl}
 FILTER=${1:-}
 BASELINE=${BASELINE:-}
+SERVER_ARGS=${SERVER_ARGS:-}
+HISTORY_VARIANTS='off=--history 0;memory=;db=--history-db @TMP@/history.db'
+if [ "$FILTER" = history ]; then
+    VARIANTS=${VARIANTS:-$HISTORY_VARIANTS}
+fi
+VARIANTS=${VARIANTS:-}
+if [ -n "$VARIANTS" ] && { [ -n "$BASELINE" ] || [ "$FILTER" = tls ]; }; then
+    echo "VARIANTS goes with neither BASELINE nor the tls scenarios" >&2
+    exit 2
+fi
+IFS=';' read -r -a VARIANT_LIST <<<"$VARIANTS"
 MACHAT_TCP=127.0.0.1:18989
 MACHAT_WS=127.0.0.1:18099
 MACHAT_TLS=127.0.0.1:18990
@@ -42,12 +81,14 @@ TLS_CERT=$TLS_DIR/tls-cert.pem
 TLS_KEY=$TLS_DIR/tls-key.pem
 REDIS=127.0.0.1:16379
 
-if [ -z "$BASELINE" ] && [ "$FILTER" != tls ] && ! command -v redis-server >/dev/null; then
+if [ -z "$BASELINE" ] && [ -z "$VARIANTS" ] && [ "$FILTER" != tls ] && ! command -v redis-server >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 cargo build --release --quiet --bin machat --example loadgen
-LOADGEN=target/release/examples/loadgen
+TARGET=${CARGO_TARGET_DIR:-target}
+MACHAT=$TARGET/release/machat
+LOADGEN=$TARGET/release/examples/loadgen
 mkdir -p "$(dirname "$OUT")" "$TLS_DIR"
 if [ "$TLS" != 0 ] && [ ! -s "$TLS_CERT" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -57,11 +98,16 @@ if [ "$TLS" != 0 ] && [ ! -s "$TLS_CERT" ]; then
 fi
 
 SERVER_PID=
+RUN_TMP=
 stop_server() {
     if [ -n "$SERVER_PID" ]; then
         kill -INT "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
+    fi
+    if [ -n "$RUN_TMP" ]; then
+        rm -rf "$RUN_TMP"
+        RUN_TMP=
     fi
 }
 trap stop_server EXIT
@@ -75,13 +121,19 @@ wait_port() {
     exit 1
 }
 
+# start_machat [BINARY [FLAGS...]]: this build (with $SERVER_ARGS), or BINARY.
 start_machat() {
+    local binary=${1:-}
+    shift || true
     # TLS listeners on this build only (a baseline may predate them).
-    local tls=()
-    if [ -z "${1:-}" ] && [ "$TLS" != 0 ]; then
-        tls=(--tcp-tls "$MACHAT_TLS" --wss "$MACHAT_WSS" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+    local tls=() extra=()
+    if [ -z "$binary" ]; then
+        [ "$TLS" = 0 ] || [ -n "$VARIANTS" ] ||
+            tls=(--tcp-tls "$MACHAT_TLS" --wss "$MACHAT_WSS" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+        # shellcheck disable=SC2206 # the words are the flags
+        extra=($SERVER_ARGS)
     fi
-    RUST_LOG=warn "${1:-target/release/machat}" --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" "${tls[@]}" &
+    RUST_LOG=warn "${binary:-$MACHAT}" --tcp "$MACHAT_TCP" --ws "$MACHAT_WS" "${tls[@]}" "${extra[@]}" "$@" &
     SERVER_PID=$!
     wait_port "$MACHAT_TCP"
     [ ${#tls[@]} = 0 ] || wait_port "$MACHAT_TLS"
@@ -94,12 +146,53 @@ start_redis() {
     wait_port "$REDIS"
 }
 
-# run SYSTEM LABEL [loadgen flags...]: one run on a fresh server.
+# The server's counters a run is checked by, from /metrics, as a JSON object
+# ({} when there is no answer).
+server_metrics() {
+    local found
+    found=$({ curl -s --max-time 5 "http://$MACHAT_WS/metrics" 2>/dev/null || true; } | python3 -c '
+import json, sys
+keep = ("messages_received_total", "deliveries_total", "writes_total", "loop_turns_total",
+        "history_lines_recorded_total", "history_lines_persisted_total", "history_lines_dropped_total",
+        "history_lines_failed_total", "history_writer_queue", "history_lines")
+found = {}
+for line in sys.stdin:
+    name, _, value = line.partition(" ")
+    name = name.removeprefix("machat_")
+    if name in keep:
+        found[name] = int(float(value))
+print(json.dumps(found, separators=(",", ":")))' 2>/dev/null) || true
+    echo "${found:-\{\}}"
+}
+
+ROUND=0
+
+# run SYSTEM LABEL [loadgen flags...]: one run on a fresh server. SYSTEM is
+# machat, machat-ws, machat-tls, machat-wss, baseline, baseline-ws, redis,
+# or variant:NAME=FLAGS / variant-ws:NAME=FLAGS.
 run() {
     local system=$1 label=$2
     shift 2
-    [[ -z "$FILTER" || "$FILTER" == tls || "$label" == *"$FILTER"* ]] || return 0
-    local tag=
+    [[ -z "$FILTER" || "$FILTER" == tls || "$FILTER" == history || "$label" == *"$FILTER"* ]] || return 0
+    local tag= variant= vflags=() vbinary=
+    if [[ "$system" == variant*:* ]]; then
+        variant=${system#*:}
+        local flags=
+        [[ "$variant" != *=* ]] || flags=${variant#*=}
+        if [[ "$flags" == *@TMP@* ]]; then
+            RUN_TMP=$(mktemp -d "${TMPDIR:-/tmp}/machat-bench.XXXXXX")
+            flags=${flags//@TMP@/$RUN_TMP}
+        fi
+        if [[ "$flags" == @BIN=* ]]; then
+            vbinary=${flags%% *}
+            vbinary=${vbinary#@BIN=}
+            [[ "$flags" == *" "* ]] && flags=${flags#* } || flags=
+        fi
+        # shellcheck disable=SC2206 # the words are the flags
+        vflags=($flags)
+        system=${system%%:*}
+        variant=${variant%%=*}
+    fi
     case $system in
         machat) start_machat; args=(--addr "$MACHAT_TCP") ;;
         machat-ws) start_machat; args=(--transport ws --addr "$MACHAT_WS") ;;
@@ -107,24 +200,39 @@ run() {
         machat-wss) start_machat; args=(--transport ws --tls --ca "$TLS_CERT" --addr "$MACHAT_WSS") ;;
         baseline) start_machat "$BASELINE"; args=(--addr "$MACHAT_TCP"); tag=baseline ;;
         baseline-ws) start_machat "$BASELINE"; args=(--transport ws --addr "$MACHAT_WS"); tag=baseline ;;
+        variant) start_machat "$vbinary" "${vflags[@]}"; args=(--addr "$MACHAT_TCP") ;;
+        variant-ws) start_machat "$vbinary" "${vflags[@]}"; args=(--transport ws --addr "$MACHAT_WS") ;;
         redis) start_redis; args=(--proto redis --addr "$REDIS") ;;
     esac
-    echo "== $label $system" >&2
+    echo "== $label $system${variant:+ $variant}" >&2
     if "$LOADGEN" "${args[@]}" --server-pid "$SERVER_PID" --label "$label" --quiet "$@" >"$OUT.run"; then :; else
         echo "   (run failed with status $?)" >&2
     fi
-    if [ -n "$tag" ]; then
-        sed "s/^{/{\"build\":\"$tag\",/" "$OUT.run" >>"$OUT"
-    else
-        cat "$OUT.run" >>"$OUT"
-    fi
+    local fields="\"round\":$ROUND,"
+    [ -z "$tag" ] || fields+="\"build\":\"$tag\","
+    [ -z "$variant" ] || fields+="\"variant\":\"$variant\","
+    [ "$system" = redis ] || fields+="\"server_metrics\":$(server_metrics),"
+    sed "s/^{/{${fields//\//\\/}/" "$OUT.run" >>"$OUT"
     rm -f "$OUT.run"
     stop_server
 }
 
-# A TCP scenario: machat and Redis, or the baseline build and this one.
+# Every variant of this round, in this round's order (rotated by one each
+# round): SYSTEM is variant or variant-ws.
+variants() {
+    local system=$1 count=${#VARIANT_LIST[@]} index
+    shift
+    for index in $(seq 0 $((count - 1))); do
+        run "$system:${VARIANT_LIST[$(((index + ROUND - 1) % count))]}" "$@"
+    done
+}
+
+# A TCP scenario: machat and Redis, or the baseline build and this one, or
+# every variant.
 both() {
-    if [ -n "$BASELINE" ]; then
+    if [ -n "$VARIANTS" ]; then
+        variants variant "$@"
+    elif [ -n "$BASELINE" ]; then
         run baseline "$@"
         run machat "$@"
     else
@@ -135,19 +243,27 @@ both() {
 
 # A WebSocket scenario (machat only): this build, after the baseline if any.
 ws() {
+    if [ -n "$VARIANTS" ]; then
+        variants variant-ws "$@"
+        return
+    fi
     [ -z "$BASELINE" ] || run baseline-ws "$@"
     run machat-ws "$@"
 }
 
 # A machat-only TCP scenario.
 solo() {
+    if [ -n "$VARIANTS" ]; then
+        variants variant "$@"
+        return
+    fi
     [ -z "$BASELINE" ] || run baseline "$@"
     run machat "$@"
 }
 
 # The same scenario over TLS (this build only): TCP over TLS, then wss.
 tls() {
-    [ "$TLS" != 0 ] && [ -z "$BASELINE" ] || return 0
+    [ "$TLS" != 0 ] && [ -z "$BASELINE" ] && [ -z "$VARIANTS" ] || return 0
     run machat-tls "$@"
     run machat-wss "$@"
 }
@@ -159,8 +275,8 @@ TLS_SCENARIOS=(
 )
 if [ "$FILTER" = tls ]; then
     # Only the TLS scenarios, each plaintext and TLS alternating.
-    for round in $(seq "$ROUNDS"); do
-        echo "=== round $round of $ROUNDS (TLS)" >&2
+    for ROUND in $(seq "$ROUNDS"); do
+        echo "=== round $ROUND of $ROUNDS (TLS)" >&2
         for scenario in "${TLS_SCENARIOS[@]}"; do
             # shellcheck disable=SC2086 # the words are the flags
             set -- $scenario
@@ -174,8 +290,21 @@ if [ "$FILTER" = tls ]; then
     exit 0
 fi
 
-for round in $(seq "$ROUNDS"); do
-    echo "=== round $round of $ROUNDS" >&2
+if [ "$FILTER" = history ]; then
+    # Only the two fan-out scenarios over TCP, the variants alternating.
+    for ROUND in $(seq "$ROUNDS"); do
+        echo "=== round $ROUND of $ROUNDS (variants)" >&2
+        for scenario in "${TLS_SCENARIOS[@]:0:2}"; do
+            # shellcheck disable=SC2086 # the words are the flags
+            variants variant $scenario
+        done
+    done
+    echo "results: $OUT" >&2
+    exit 0
+fi
+
+for ROUND in $(seq "$ROUNDS"); do
+    echo "=== round $ROUND of $ROUNDS" >&2
     both fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"
     both fanout-10x100 --rooms 10 --receivers 1000 --senders 10 --duration "$DURATION"
     ws fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration "$DURATION"

@@ -3,7 +3,10 @@
 docs/BENCHMARKS.md: medians per scenario and system, and machat/Redis ratios;
 bursts (loadgen --burst) get a table of their own, printed only when the
 results hold some; runs over TLS ("tls": true) are rows of their own
-(machat TCP+TLS, machat WSS) and get a table against plaintext.
+(machat TCP+TLS, machat WSS) and get a table against plaintext. Runs of
+server variants (compare.sh's VARIANTS: "variant": NAME) are rows of their
+own (machat TCP [NAME]) and get a table against the first variant, with the
+ratios taken within each round as well as of the medians.
 
     python3 benches/summarize.py target/bench/results.jsonl
 """
@@ -19,6 +22,8 @@ def system(run):
     name = "machat WS" if run["transport"] == "ws" else "machat TCP"
     if run.get("tls"):
         name = "machat WSS" if run["transport"] == "ws" else "machat TCP+TLS"
+    if run.get("variant") is not None:
+        name += f" [{run['variant']}]"
     return name + " (baseline)" if run.get("build") == "baseline" else name
 
 
@@ -31,16 +36,75 @@ def fmt(value, scale=1.0, digits=0):
     return "–" if value is None else f"{value / scale:,.{digits}f}"
 
 
+def variants_table(runs):
+    """Each variant against the first (in the order they first appear),
+    per scenario and transport: medians, the ratio of medians, and the
+    ratio within each round (a variant's run ÷ the first variant's run of
+    the same round, which ran minutes apart at most)."""
+    variants = []
+    for run in runs:
+        if run.get("variant") is not None and run["variant"] not in variants:
+            variants.append(run["variant"])
+    if len(variants) < 2:
+        return
+    reference = variants[0]
+    by = defaultdict(list)
+    for run in runs:
+        if run.get("variant") is not None:
+            by[(run["label"], run["transport"], run["variant"])].append(run)
+    keys = sorted({(label, transport) for label, transport, _ in by}, key=lambda k: (len(k[0]), k))
+    print(f"\n### Variants against \"{reference}\" (medians; ratios ÷ \"{reference}\": of the medians, "
+          "then the median of the per-round ratios with each round's in brackets)\n")
+    print("| scenario | transport | variant | runs | deliveries/s | server CPU per delivery | "
+          "deliveries/s ratio | CPU per delivery ratio | history lines persisted / recorded (dropped) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, transport in keys:
+        base = by.get((label, transport, reference), [])
+        base_by_round = {run.get("round"): run for run in base}
+        for variant in variants:
+            mine = by.get((label, transport, variant))
+            if not mine:
+                continue
+
+            def ratios(key):
+                if variant == reference:
+                    return "–"
+                top, bottom = median(mine, key), median(base, key)
+                of_medians = "–" if not top or not bottom else f"{top / bottom:.2f}"
+                per_round = [run[key] / base_by_round[run.get("round")][key] for run in mine
+                             if run.get(key) and base_by_round.get(run.get("round"), {}).get(key)]
+                if not per_round:
+                    return of_medians
+                rounds = ", ".join(f"{ratio:.2f}" for ratio in per_round)
+                return f"{of_medians}; **{statistics.median(per_round):.2f}** ({rounds})"
+
+            metrics = [run.get("server_metrics") or {} for run in mine]
+            recorded = sum(m.get("history_lines_recorded_total", 0) for m in metrics)
+            persisted = sum(m.get("history_lines_persisted_total", 0) for m in metrics)
+            dropped = sum(m.get("history_lines_dropped_total", 0) for m in metrics)
+            history = "–" if not recorded else (
+                f"{persisted:,} / {recorded:,} ({dropped:,})" if persisted or dropped else f"– / {recorded:,}")
+            print(f"| {label} | {transport.upper()} | {variant} | {len(mine)} "
+                  f"| {fmt(median(mine, 'deliveries_per_s'), 1e6, 2)} M "
+                  f"| {fmt(median(mine, 'server_ns_per_delivery'), 1, 1)} ns "
+                  f"| {ratios('deliveries_per_s')} | {ratios('server_ns_per_delivery')} | {history} |")
+
+
 def main(path):
     groups = defaultdict(list)
+    all_runs = []
     for line in open(path):
         line = line.strip()
         if line.startswith("{"):
             run = json.loads(line)
+            all_runs.append(run)
             groups[(run["label"], system(run))].append(run)
     labels = sorted({label for label, _ in groups}, key=lambda l: (l.split("-")[0], len(l), l))
     systems = ["machat TCP (baseline)", "machat TCP", "machat TCP+TLS", "machat WS (baseline)", "machat WS",
                "machat WSS", "Redis"]
+    for run in all_runs:
+        if run.get("variant") is not None and system(run) not in systems:
+            systems.append(system(run))
     bursts = {label for (label, _), runs in groups.items() if any(run.get("mode") == "burst" for run in runs)}
     loads = [label for label in labels if label not in bursts]
 
@@ -62,6 +126,14 @@ def main(path):
                   f"| {fmt(median(runs, 'lat_p50_us'), 1e3, 1)} / {fmt(median(runs, 'lat_p99_us'), 1e3, 1)} / "
                   f"{fmt(median(runs, 'lat_p999_us'), 1e3, 1)} ms | {errors} |")
 
+    print_redis(loads, groups)
+    print_rest(labels, systems, groups, bursts)
+    variants_table(all_runs)
+
+
+def print_redis(loads, groups):
+    if not any(groups.get((label, "machat TCP")) and not label.startswith("idle") for label in loads):
+        return  # nothing to compare (variants only, say)
     print("\n### machat against Redis (ratio of medians)\n")
     print("| scenario | deliveries/s, machat TCP ÷ Redis | server CPU per delivery, machat TCP ÷ Redis | "
           "p99 latency, machat TCP ÷ Redis | deliveries/s, machat WS ÷ machat TCP |")
@@ -80,9 +152,12 @@ def main(path):
         print(f"| {label} | {ratio(tcp, redis, 'deliveries_per_s')} | {ratio(tcp, redis, 'server_ns_per_delivery')} "
               f"| {ratio(tcp, redis, 'lat_p99_us')} | {ratio(ws, tcp, 'deliveries_per_s')} |")
 
-    print("\n### Idle joined connections (medians)\n")
-    print("| scenario | server | runs | server RSS per connection | RSS before → after |")
-    print("|---|---|---|---|---|")
+
+def print_rest(labels, systems, groups, bursts):
+    if any(label.startswith("idle") for label in labels):
+        print("\n### Idle joined connections (medians)\n")
+        print("| scenario | server | runs | server RSS per connection | RSS before → after |")
+        print("|---|---|---|---|---|")
     for label in labels:
         if not label.startswith("idle"):
             continue

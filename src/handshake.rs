@@ -83,10 +83,13 @@ impl fmt::Display for HandshakeError {
             MissingField(field) => write!(f, "handshake is missing the \"{field}\" field"),
             NotAString(field) => write!(f, "handshake field \"{field}\" must be a string"),
             HistoryNotACount => write!(f, "handshake field \"history\" must be a whole number of lines"),
-            HistoryTooLarge { asked, max } => write!(
-                f,
-                "handshake field \"history\" asks for {asked} lines; this server keeps at most {max}"
-            ),
+            HistoryTooLarge { asked, max } => {
+                let lines = if *asked == 1 { "line" } else { "lines" };
+                write!(
+                    f,
+                    "handshake field \"history\" asks for {asked} {lines}; this server keeps at most {max}"
+                )
+            }
             Invalid(problem) => problem.fmt(f),
             NameTaken { name, room, holder: None } => {
                 write!(f, "name \"{name}\" is already taken in room \"{room}\"")
@@ -362,8 +365,10 @@ impl<'de> de::Visitor<'de> for CountVisitor {
         Ok(u64::try_from(lines).map_or(Count::Invalid, Count::Lines))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Count::Invalid)
+    /// `5.0` and `1e2` are whole numbers too (JSON has one number type).
+    fn visit_f64<E: de::Error>(self, lines: f64) -> Result<Self::Value, E> {
+        let whole = lines.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&lines);
+        Ok(if whole { Count::Lines(lines as u64) } else { Count::Invalid })
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -503,7 +508,9 @@ mod tests {
             parse(r#"{"name":"Mina","room":"dev","history":18446744073709551615}"#),
             Ok(Some(u64::MAX))
         );
-        for bad in ["-1", "1.5", "1e2", "\"5\"", "true", "null", "[5]", "{\"n\":5}", "18446744073709551616"] {
+        assert_eq!(parse(r#"{"name":"Mina","room":"dev","history":5.0}"#), Ok(Some(5)));
+        assert_eq!(parse(r#"{"name":"Mina","room":"dev","history":1e2}"#), Ok(Some(100)));
+        for bad in ["-1", "1.5", "-0.5", "1e300", "\"5\"", "true", "null", "[5]", "{\"n\":5}"] {
             let json = format!(r#"{{"name":"Mina","room":"dev","history":{bad}}}"#);
             assert_eq!(parse(&json), Err(HandshakeError::HistoryNotACount), "{bad}");
         }

@@ -299,7 +299,7 @@ fn history_beyond_the_servers_is_refused_before_the_name_is_claimed() {
     let frames = server_frames(&driver.sent);
     assert_eq!(
         frames[0],
-        (0x1, b"error: handshake field \"history\" asks for 1 lines; this server keeps at most 0\n".to_vec())
+        (0x1, b"error: handshake field \"history\" asks for 1 line; this server keeps at most 0\n".to_vec())
     );
     assert_eq!(frames[1].1[..2], close_code::POLICY.to_be_bytes());
     assert_eq!(driver.rooms.member_count(), 0);

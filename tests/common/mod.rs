@@ -537,3 +537,64 @@ impl TcpClient {
         TcpClient { stream, reader }
     }
 }
+
+// ===========================================================================
+// /metrics, read the way a scraper does: over HTTP, on the WebSocket port.
+// ===========================================================================
+
+/// One scrape of `/metrics`: series (with its labels, e.g.
+/// `machat_history_lines_evicted_total{reason="memory"}`) → value.
+#[derive(Debug, Clone)]
+pub struct Metrics(pub std::collections::HashMap<String, f64>);
+
+impl Metrics {
+    /// `GET /metrics` on its own connection (`Connection: close`).
+    pub fn scrape(ws: SocketAddr) -> Metrics {
+        let mut stream = TcpStream::connect(ws).expect("connect for /metrics");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: machat\r\nConnection: close\r\n\r\n")
+            .expect("send GET /metrics");
+        let reply = HttpReply::read_from(&mut stream);
+        assert_eq!(reply.status_line, "HTTP/1.1 200 OK", "GET /metrics: {}", reply.body);
+        let values = reply
+            .body
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
+                (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")))
+            })
+            .collect();
+        Metrics(values)
+    }
+
+    /// A series' value; a series that is missing fails the test.
+    pub fn get(&self, series: &str) -> f64 {
+        *self.0.get(series).unwrap_or_else(|| panic!("no series {series} in /metrics: {:?}", self.0))
+    }
+
+    /// A counter or gauge that holds whole numbers.
+    pub fn count(&self, series: &str) -> u64 {
+        let value = self.get(series);
+        assert!(value >= 0.0 && value.fract() == 0.0, "{series} is {value}, not a count");
+        value as u64
+    }
+
+    /// Scrapes until `condition` holds, at most [`TIMEOUT`].
+    pub fn wait_for(ws: SocketAddr, what: &str, condition: impl Fn(&Metrics) -> bool) -> Metrics {
+        let started = Instant::now();
+        loop {
+            let metrics = Metrics::scrape(ws);
+            if condition(&metrics) {
+                return metrics;
+            }
+            if started.elapsed() > TIMEOUT {
+                let history: std::collections::BTreeMap<_, _> =
+                    metrics.0.iter().filter(|(series, _)| series.contains("history")).collect();
+                panic!("timed out waiting for {what}; last history metrics: {history:#?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

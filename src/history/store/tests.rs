@@ -279,8 +279,13 @@ fn lock(path: &Path) -> Connection {
 fn history_store_drops_and_counts_rather_than_wait_for_a_stalled_writer() {
     let dir = TempDir::new("stalled");
     let path = dir.file("history.db");
-    let options =
-        StoreOptions { queue_records: 2, busy_timeout: Duration::from_secs(120), ..StoreOptions::default() };
+    // No linger: the writer, stuck at the lock, takes nothing more.
+    let options = StoreOptions {
+        queue_records: 2,
+        busy_timeout: Duration::from_secs(120),
+        linger: Duration::ZERO,
+        ..StoreOptions::default()
+    };
     let (store, _) = open(&path, &options);
     let blocker = lock(&path);
 
@@ -305,9 +310,11 @@ fn history_store_drops_and_counts_rather_than_wait_for_a_stalled_writer() {
 fn history_store_gathers_waiting_batches_into_one_transaction() {
     let dir = TempDir::new("gather");
     let path = dir.file("history.db");
+    // No linger: the first batch's transaction takes only what waits.
     let options = StoreOptions {
         queue_records: 100,
         busy_timeout: Duration::from_secs(120),
+        linger: Duration::ZERO,
         ..StoreOptions::default()
     };
     let (store, _) = open(&path, &options);
@@ -439,5 +446,35 @@ fn history_store_survives_a_crash() {
     assert!(loaded.max_seq >= 20_000);
     let seqs: Vec<u64> = room.iter().map(|(seq, _, _)| seq).collect();
     assert!(seqs.windows(2).all(|pair| pair[1] == pair[0] + 1), "{seqs:?}");
+    close(store);
+}
+
+#[test]
+fn history_store_lingers_for_more_lines_but_not_when_closing() {
+    let dir = TempDir::new("linger");
+    let path = dir.file("history.db");
+    let options = StoreOptions { linger: Duration::from_secs(3_600), ..StoreOptions::default() };
+    let (store, _) = open(&path, &options);
+    for seq in 1..=5 {
+        assert!(send(&store, "dev", seq, now(), &["ann:line\n"]));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(store.stats().transactions, 0, "still lingering");
+    // Closing does not wait for the linger to end.
+    let started = Instant::now();
+    let counters = Arc::clone(&store.counters);
+    close(store);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(counters.transactions.load(Ordering::Relaxed), 1, "one transaction for the 5");
+    assert_eq!(rows(&path).len(), 5);
+
+    // And a full transaction does not wait either.
+    let options =
+        StoreOptions { linger: Duration::from_secs(3_600), batch_lines: 4, ..StoreOptions::default() };
+    let (store, _) = open(&path, &options);
+    let lines = vec!["ann:line\n"; 2];
+    assert!(send(&store, "dev", 6, now(), &lines));
+    assert!(send(&store, "dev", 8, now(), &lines));
+    wait_until("4 lines are committed", || store.stats().lines_persisted == 4);
     close(store);
 }
