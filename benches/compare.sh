@@ -52,6 +52,24 @@
 # The binaries are built into $CARGO_TARGET_DIR (default target/).
 #
 # Needs redis-server (Debian's package; installed here if missing).
+#
+# Cluster (issue 14): `ROUNDS=3 benches/compare.sh cluster` runs only
+# fanout-1x1000 and fanout-10x100 over TCP, each round alternating three
+# systems on fresh processes, every port chosen free (other benchmarks may
+# share the machine):
+#   - machat, one node, no cluster;
+#   - a cluster: a fresh redis-server and two machat nodes with
+#     --cluster redis://127.0.0.1:PORT, the generator given both nodes'
+#     addresses so every room's members are split over the two; server CPU
+#     is both nodes' summed (--server-pid, --extra-server-pid) and Redis's
+#     own is reported apart (--backend-pid); after the run the nodes'
+#     /metrics and Redis's INFO commandstats are added to the JSON line
+#     under "cluster" (publishes sent and dropped, loop turns, PUBLISH calls);
+#   - Redis pub/sub alone (--proto redis), for reference.
+# Lines are tagged "build": "cluster" for the cluster runs. Summaries:
+# benches/summarize.py (the cluster tables come last).
+#
+# Needs redis-server and redis-cli (Debian's package; installed here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +100,7 @@ TLS_KEY=$TLS_DIR/tls-key.pem
 REDIS=127.0.0.1:16379
 
 if [ -z "$BASELINE" ] && [ -z "$VARIANTS" ] && [ "$FILTER" != tls ] && ! command -v redis-server >/dev/null; then
+    # (redis-cli comes with it)
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
@@ -89,6 +108,7 @@ cargo build --release --quiet --bin machat --example loadgen
 TARGET=${CARGO_TARGET_DIR:-target}
 MACHAT=$TARGET/release/machat
 LOADGEN=$TARGET/release/examples/loadgen
+TARGET_DIR=$TARGET
 mkdir -p "$(dirname "$OUT")" "$TLS_DIR"
 if [ "$TLS" != 0 ] && [ ! -s "$TLS_CERT" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -99,12 +119,18 @@ fi
 
 SERVER_PID=
 RUN_TMP=
+# A cluster's other processes (its second node, then its Redis): stopped
+# after SERVER_PID, nodes before their Redis.
+EXTRA_PIDS=()
 stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill -INT "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
+    local pid
+    for pid in "$SERVER_PID" "${EXTRA_PIDS[@]}"; do
+        [ -n "$pid" ] || continue
+        kill -INT "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVER_PID=
+    EXTRA_PIDS=()
     if [ -n "$RUN_TMP" ]; then
         rm -rf "$RUN_TMP"
         RUN_TMP=
@@ -267,6 +293,107 @@ tls() {
     run machat-tls "$@"
     run machat-wss "$@"
 }
+
+# A free TCP port on 127.0.0.1 (the kernel's choice, released at once).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A counter's value in a node's /metrics text (0 when absent).
+metric() {
+    awk -v name="$2" '$1 == name { print $2; found = 1 } END { if (!found) print 0 }' <<<"$1"
+}
+
+# cluster_run SYSTEM LABEL [loadgen flags...]: one run of a cluster-mode
+# system on fresh processes, every port free: "single" (one machat node, no
+# cluster), "cluster" (Redis and two nodes), "redis" (Redis pub/sub alone).
+cluster_run() {
+    local system=$1 label=$2
+    shift 2
+    local redis_port redis_pid ports=() pids=() args=() tag=
+    case $system in
+        single)
+            ports=("$(free_port)" "$(free_port)")
+            RUST_LOG=warn "$MACHAT" --tcp "127.0.0.1:${ports[0]}" --ws "127.0.0.1:${ports[1]}" &
+            SERVER_PID=$!
+            wait_port "127.0.0.1:${ports[0]}"
+            args=(--addr "127.0.0.1:${ports[0]}" --server-pid "$SERVER_PID")
+            ;;
+        cluster)
+            redis_port=$(free_port)
+            redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+                --protected-mode no --maxclients 30000 --loglevel warning &
+            redis_pid=$!
+            wait_port "127.0.0.1:$redis_port"
+            # node a on ports[0] (TCP) and ports[1] (HTTP: /metrics), b on 2 and 3
+            ports=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
+            for node in 0 1; do
+                RUST_LOG=warn "$MACHAT" --cluster "redis://127.0.0.1:$redis_port" \
+                    --node-id "bench-$node" --tcp "127.0.0.1:${ports[2 * node]}" \
+                    --ws "127.0.0.1:${ports[2 * node + 1]}" &
+                pids+=($!)
+            done
+            SERVER_PID=${pids[0]}
+            EXTRA_PIDS=("${pids[1]}" "$redis_pid")
+            wait_port "127.0.0.1:${ports[0]}"
+            wait_port "127.0.0.1:${ports[2]}"
+            args=(--addr "127.0.0.1:${ports[0]},127.0.0.1:${ports[2]}"
+                --server-pid "${pids[0]}" --extra-server-pid "${pids[1]}" --backend-pid "$redis_pid")
+            tag=cluster
+            ;;
+        redis)
+            redis_port=$(free_port)
+            redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+                --protected-mode no --maxclients 30000 --loglevel warning &
+            SERVER_PID=$!
+            wait_port "127.0.0.1:$redis_port"
+            args=(--proto redis --addr "127.0.0.1:$redis_port" --server-pid "$SERVER_PID")
+            ;;
+    esac
+    echo "== $label $system (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    if "$LOADGEN" "${args[@]}" --label "$label" --quiet "$@" >"$OUT.run"; then :; else
+        echo "   (run failed with status $?)" >&2
+    fi
+    # What the cluster said to Redis, read before stopping anything: each
+    # node's publishes (sent, dropped) and loop turns over its whole life
+    # (connect, barrier, warm-up, timed phase, drain), and Redis's PUBLISH
+    # calls, which only the nodes make here.
+    local extra="\"loadavg\":\"$(cat /proc/loadavg)\""
+    if [ "$system" = cluster ]; then
+        local nodes=() text
+        for node in 0 1; do
+            text=$(curl -s --max-time 5 "http://127.0.0.1:${ports[2 * node + 1]}/metrics" || true)
+            nodes+=("{\"node\":\"bench-$node\",\"publishes_sent\":$(metric "$text" 'machat_cluster_publishes_total{outcome="sent"}'),\"publishes_dropped\":$(metric "$text" 'machat_cluster_publishes_total{outcome="dropped"}'),\"lines_dropped\":$(metric "$text" machat_cluster_lines_dropped_total),\"loop_turns\":$(metric "$text" machat_loop_turns_total),\"messages_received\":$(metric "$text" machat_messages_received_total),\"payloads_delivered\":$(metric "$text" 'machat_cluster_payloads_received_total{outcome="delivered"}'),\"payloads_refused\":$(metric "$text" 'machat_cluster_payloads_received_total{outcome="refused"}'),\"deliveries\":$(metric "$text" machat_deliveries_total)}")
+        done
+        local publish_calls
+        publish_calls=$(redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
+            sed -n 's/^cmdstat_publish:calls=\([0-9]*\),.*/\1/p')
+        extra+=",\"cluster\":{\"nodes\":[${nodes[0]},${nodes[1]}],\"redis_publish_calls\":${publish_calls:-0}}"
+    fi
+    if [ -n "$tag" ]; then extra="\"build\":\"$tag\",$extra"; fi
+    # (python, not sed: the load average has slashes)
+    EXTRA=$extra python3 -c 'import os, sys
+for line in sys.stdin:
+    print("{" + os.environ["EXTRA"] + "," + line[1:] if line.startswith("{") else line, end="")' \
+        <"$OUT.run" >>"$OUT"
+    rm -f "$OUT.run"
+    stop_server
+}
+
+if [ "$FILTER" = cluster ]; then
+    for round in $(seq "$ROUNDS"); do
+        echo "=== round $round of $ROUNDS (cluster)" >&2
+        for scenario in "fanout-1x1000 --rooms 1" "fanout-10x100 --rooms 10"; do
+            # shellcheck disable=SC2086 # the words are the flags
+            set -- $scenario --receivers 1000 --senders 10 --duration "$DURATION"
+            cluster_run single "$@"
+            cluster_run cluster "$@"
+            cluster_run redis "$@"
+        done
+    done
+    echo "results: $OUT" >&2
+    exit 0
+fi
 
 TLS_SCENARIOS=(
     "fanout-1x1000 --rooms 1 --receivers 1000 --senders 10 --duration $DURATION"

@@ -6,7 +6,11 @@ results hold some; runs over TLS ("tls": true) are rows of their own
 (machat TCP+TLS, machat WSS) and get a table against plaintext. Runs of
 server variants (compare.sh's VARIANTS: "variant": NAME) are rows of their
 own (machat TCP [NAME]) and get a table against the first variant, with the
-ratios taken within each round as well as of the medians.
+ratios taken within each round as well as of the medians;
+runs of a
+two-node cluster ("build": "cluster", from `compare.sh cluster`) are rows
+of their own and get tables of their own: CPU split into nodes and Redis,
+ratios against one node, and Redis publishes per loop turn.
 
     python3 benches/summarize.py target/bench/results.jsonl
 """
@@ -20,6 +24,8 @@ def system(run):
     if run["proto"] == "redis":
         return "Redis"
     name = "machat WS" if run["transport"] == "ws" else "machat TCP"
+    if run.get("build") == "cluster":
+        return "machat TCP, 2-node cluster"
     if run.get("tls"):
         name = "machat WSS" if run["transport"] == "ws" else "machat TCP+TLS"
     if run.get("variant") is not None:
@@ -100,7 +106,7 @@ def main(path):
             all_runs.append(run)
             groups[(run["label"], system(run))].append(run)
     labels = sorted({label for label, _ in groups}, key=lambda l: (l.split("-")[0], len(l), l))
-    systems = ["machat TCP (baseline)", "machat TCP", "machat TCP+TLS", "machat WS (baseline)", "machat WS",
+    systems = ["machat TCP (baseline)", "machat TCP", "machat TCP, 2-node cluster", "machat TCP+TLS", "machat WS (baseline)", "machat WS",
                "machat WSS", "Redis"]
     for run in all_runs:
         if run.get("variant") is not None and system(run) not in systems:
@@ -223,6 +229,85 @@ def print_rest(labels, systems, groups, bursts):
 
                 print(f"| {label} | {transport} | {ratio('deliveries_per_s')} | {ratio('server_ns_per_delivery')} "
                       f"| {ratio('lat_p99_us')} | {ratio('server_bytes_per_conn')} |")
+    if any(name == "machat TCP, 2-node cluster" for _, name in groups):
+        cluster_tables(groups, labels)
+
+
+def cluster_tables(groups, labels):
+    single_name, cluster_name = "machat TCP", "machat TCP, 2-node cluster"
+    labels = [label for label in labels if groups.get((label, cluster_name))]
+
+    def ns(runs, key):
+        return f"{fmt(median(runs, key))} ns"
+
+    print("\n### Cluster: two nodes over Redis, one node, Redis alone (medians)\n")
+    print("| scenario | system | runs | deliveries/s | CPU per delivery: machat nodes | Redis | total "
+          "| p99 latency | loss, dups, reorders | load average (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label in labels:
+        for name in (single_name, cluster_name, "Redis"):
+            runs = groups.get((label, name))
+            if not runs:
+                continue
+            errors = sum(run.get("loss", 0) + run.get("dups", 0) + run.get("reorders", 0) for run in runs)
+            for run in runs:
+                machat = run.get("server_ns_per_delivery") if name != "Redis" else None
+                redis = run.get("backend_ns_per_delivery") if name == cluster_name else (
+                    run.get("server_ns_per_delivery") if name == "Redis" else None)
+                run["_total_ns"] = (machat or 0) + (redis or 0)
+            loads = [run["loadavg_1m"] for run in runs if run.get("loadavg_1m") is not None]
+            machat = ns(runs, "server_ns_per_delivery") if name != "Redis" else "–"
+            redis = (ns(runs, "backend_ns_per_delivery") if name == cluster_name
+                     else ns(runs, "server_ns_per_delivery") if name == "Redis" else "–")
+            print(f"| {label} | {name} | {len(runs)} | {fmt(median(runs, 'deliveries_per_s'), 1e6, 2)} M "
+                  f"| {machat} | {redis} | {ns(runs, '_total_ns')} "
+                  f"| {fmt(median(runs, 'lat_p99_us'), 1e3, 1)} ms | {errors} "
+                  f"| {min(loads):.1f}–{max(loads):.1f} |")
+
+    print("\n### Cluster ÷ one node (ratio of medians; in brackets, each round's own ratio)\n")
+    print("| scenario | deliveries/s | CPU per delivery, nodes | CPU per delivery, nodes + Redis | p99 latency |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        single, cluster = groups.get((label, single_name)), groups.get((label, cluster_name))
+        if not single:
+            continue
+
+        def ratio(key, top_key=None):
+            top, bottom = median(cluster, top_key or key), median(single, key)
+            rounds = [c.get(top_key or key) / s[key] for s, c in zip(single, cluster)
+                      if s.get(key) and c.get(top_key or key) is not None]
+            each = ", ".join(f"{r:.2f}" for r in rounds)
+            return "–" if not top or not bottom else f"**{top / bottom:.2f}** ({each})"
+
+        print(f"| {label} | {ratio('deliveries_per_s')} | {ratio('server_ns_per_delivery')} "
+              f"| {ratio('server_ns_per_delivery', '_total_ns')} | {ratio('lat_p99_us')} |")
+
+    print("\n### Cluster: Redis publishes (whole run: connect, barrier, warm-up, timed phase, drain; "
+          "each run, both nodes)\n")
+    # machat_messages_received_total counts every line a node delivers,
+    # its own members' and the other node's: in a cluster each node counts
+    # every line of the room, and each line is published once, by its own
+    # node.
+    print("| scenario | round | rooms | lines in the rooms | publishes sent (a + b) "
+          "| Redis PUBLISH calls | publishes dropped | loop turns (a + b) | publishes per turn, a / b "
+          "| lines per publish | payloads delivered from the other node (a + b) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label in labels:
+        for i, run in enumerate(groups[(label, cluster_name)], 1):
+            cluster = run.get("cluster")
+            if not cluster:
+                continue
+            a, b = cluster["nodes"]
+            lines = max(a["messages_received"], b["messages_received"])
+            sent = a["publishes_sent"] + b["publishes_sent"]
+            per_turn = " / ".join(f"{n['publishes_sent'] / n['loop_turns']:.2f}" if n["loop_turns"] else "–"
+                                  for n in (a, b))
+            print(f"| {label} | {i} | {run['rooms']} | {lines:,} "
+                  f"| {a['publishes_sent']:,} + {b['publishes_sent']:,} | {cluster['redis_publish_calls']:,} "
+                  f"| {a['publishes_dropped'] + b['publishes_dropped']} "
+                  f"| {a['loop_turns']:,} + {b['loop_turns']:,} | {per_turn} "
+                  f"| {lines / sent if sent else 0:.1f} "
+                  f"| {a['payloads_delivered']:,} + {b['payloads_delivered']:,} |")
 
 
 if __name__ == "__main__":

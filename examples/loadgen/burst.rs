@@ -117,7 +117,7 @@ impl LoadGenerator {
     pub fn start_burst(&mut self, now: u64) {
         self.phase = RunPhase::Burst;
         self.figures.own_cpu_before = system::own_cpu();
-        self.figures.system_before = SystemSnapshot::take(self.flags.server_pid);
+        self.figures.system_before = SystemSnapshot::take(&self.pids);
         self.shared.measuring = true;
         self.shared.latency.clear();
         self.shared.stats.measured = 0;
@@ -234,7 +234,7 @@ impl LoadGenerator {
     pub fn end_burst_drain(&mut self, now: u64, all_in: bool) {
         self.shared.measuring = false;
         self.figures.own_cpu_after = system::own_cpu();
-        self.figures.system_after = SystemSnapshot::take(self.flags.server_pid);
+        self.figures.system_after = SystemSnapshot::take(&self.pids);
         let burst = self.burst.as_mut().expect("burst mode");
         burst.delivered_at = all_in.then_some(now);
     }

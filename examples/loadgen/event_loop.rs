@@ -27,7 +27,7 @@ impl LoadGenerator {
         let mut events = Events::with_capacity(1024);
         if self.flags.idle.is_some() {
             // Before the first connection: the RSS growth is what they cost.
-            self.figures.system_before = SystemSnapshot::take(self.flags.server_pid);
+            self.figures.system_before = SystemSnapshot::take(&self.pids);
         }
         info!(
             "connecting {} sockets to {} ({} source address{})",

@@ -95,6 +95,18 @@ pub struct Flags {
     /// are read around the timed phase [default: none].
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// More server processes (the other nodes of a cluster): their CPU
+    /// time is added to --server-pid's in the server CPU figures (not their
+    /// RSS); give it several times or as a comma-separated list
+    /// [default: none].
+    #[arg(long, value_name = "PID", value_delimiter = ',', requires = "server_pid")]
+    pub extra_server_pid: Vec<u32>,
+    /// Processes the servers rely on (the Redis behind a cluster, or the
+    /// Redis measured with --proto redis when it is also --server-pid):
+    /// their CPU time over the timed phase is reported on its own, as
+    /// "backend", never added to the server's [default: none].
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub backend_pid: Vec<u32>,
     /// Idle mode: open this many joined connections and hold them, and report
     /// the server's RSS per connection [default: none, load mode].
     #[arg(long)]
@@ -193,6 +205,16 @@ impl Flags {
         Ok(())
     }
 
+    /// The CPU-time readings taken around the timed phase: the servers
+    /// (`--server-pid` then `--extra-server-pid`) and the backends.
+    pub fn pids(&self) -> crate::system::Pids {
+        crate::system::Pids {
+            servers: self.server_pid.iter().chain(&self.extra_server_pid).copied().collect(),
+            rss: self.server_pid,
+            backends: self.backend_pid.clone(),
+        }
+    }
+
     /// Every `--addr`, in the order given, or the usual port of the server
     /// spoken to.
     pub fn addr_texts(&self) -> Vec<String> {
@@ -264,6 +286,13 @@ mod tests {
             assert_eq!(error.code, 2, "{args:?}");
         }
         parse(&[]).check().expect("defaults are valid");
+        let cluster = parse(&["--server-pid", "1", "--extra-server-pid", "2,3", "--backend-pid", "4"]);
+        let pids = cluster.pids();
+        assert_eq!((pids.servers, pids.rss, pids.backends), (vec![1, 2, 3], Some(1), vec![4]));
+        assert!(
+            Flags::try_parse_from(["loadgen", "--extra-server-pid", "2"]).is_err(),
+            "--extra-server-pid needs --server-pid"
+        );
         parse(&["--idle", "10", "--senders", "0"]).check().expect("idle mode needs no sender");
         parse(&["--rate", "100", "--window", "0"]).check().expect("paced mode has no window");
         parse(&["--burst", "16000000", "--read-rate", "1e6", "--slow-receivers", "1"])

@@ -97,19 +97,28 @@ pub struct LoadGenerator {
     pub paced_readers: Vec<usize>,
     /// `--tls`: what each connection's TLS session is made from.
     pub tls: Option<TlsClient>,
+    /// The processes whose CPU (and RSS) is read around the timed phase.
+    pub pids: system::Pids,
 }
 
 impl LoadGenerator {
     pub fn new(flags: Flags, mut interrupts: Interrupts) -> Result<LoadGenerator, Failure> {
         flags.check()?;
         let mut targets = targets::resolve(&flags.addr_texts())?;
-        if let Some(pid) = flags.server_pid
-            && system::process_cpu_seconds(pid).is_none()
+        let pids = flags.pids();
+        for (flag, pid) in pids
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, pid)| (if i == 0 { "--server-pid" } else { "--extra-server-pid" }, pid))
+            .chain(pids.backends.iter().map(|pid| ("--backend-pid", pid)))
         {
-            return Err(failure(
-                exit_code::BAD_FLAGS,
-                format!("--server-pid {pid}: cannot read /proc/{pid}/stat"),
-            ));
+            if system::process_cpu_seconds(*pid).is_none() {
+                return Err(failure(
+                    exit_code::BAD_FLAGS,
+                    format!("{flag} {pid}: cannot read /proc/{pid}/stat"),
+                ));
+            }
         }
 
         let rooms = flags.rooms;
@@ -248,6 +257,7 @@ impl LoadGenerator {
             burst: flags.burst.map(|bytes| Burst::new(bytes, flags.senders as usize)),
             paced_readers,
             tls,
+            pids,
             flags,
         })
     }

@@ -57,7 +57,7 @@ impl LoadGenerator {
     fn start_measure(&mut self, now: u64) {
         self.phase = RunPhase::Measure;
         self.figures.own_cpu_before = system::own_cpu();
-        self.figures.system_before = SystemSnapshot::take(self.flags.server_pid);
+        self.figures.system_before = SystemSnapshot::take(&self.pids);
         self.shared.measuring = true;
         self.shared.latency.clear();
         self.shared.stats.measured = 0;
@@ -69,7 +69,7 @@ impl LoadGenerator {
 
     fn end_measure(&mut self, now: u64) {
         self.figures.own_cpu_after = system::own_cpu();
-        self.figures.system_after = SystemSnapshot::take(self.flags.server_pid);
+        self.figures.system_after = SystemSnapshot::take(&self.pids);
         self.shared.measuring = false;
         self.figures.sent_at_end = self.sent_total();
         self.figures.measure_end = now;
@@ -213,7 +213,7 @@ impl LoadGenerator {
             }
             RunPhase::Settle => {
                 if now >= self.deadline {
-                    self.figures.system_after = SystemSnapshot::take(self.flags.server_pid);
+                    self.figures.system_after = SystemSnapshot::take(&self.pids);
                     self.report_idle(now);
                     self.phase = RunPhase::Hold;
                     self.deadline = self.flags.hold.map_or(u64::MAX, |h| now + secs_to_ns(h));

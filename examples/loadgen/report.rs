@@ -98,6 +98,10 @@ impl LoadGenerator {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
+        let backend_cpu = match (before.backend_cpu, after.backend_cpu) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
         let mode = if flags.rate.is_some() { "paced" } else { "closed" };
         let gen_rss = process_rss_kb("self");
         let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
@@ -161,8 +165,17 @@ impl LoadGenerator {
                 ),
             );
             if let Some(c) = server_cpu {
+                let servers = self.pids.servers.len();
+                let key = if servers > 1 {
+                    format!("server CPU ({servers} processes)")
+                } else {
+                    "server CPU".into()
+                };
+                row(&key, format!("{c:.2} s ({:.0}% of a core), {:.0} ns/delivery", pct(c), ns_per(c)));
+            }
+            if let Some(c) = backend_cpu {
                 row(
-                    "server CPU",
+                    "backend CPU",
                     format!("{c:.2} s ({:.0}% of a core), {:.0} ns/delivery", pct(c), ns_per(c)),
                 );
             }
@@ -244,6 +257,17 @@ impl LoadGenerator {
         put("server_cpu_s", server_cpu.map(round3).into());
         put("server_cpu_pct", server_cpu.map(|c| round1(pct(c))).into());
         put("server_ns_per_delivery", server_cpu.map(|c| round1(ns_per(c))).into());
+        // Several servers (a cluster's nodes): server_cpu_s and the figures
+        // from it are their sum; the backend (its Redis) is apart.
+        if !flags.extra_server_pid.is_empty() {
+            put("server_pids", self.pids.servers.clone().into());
+        }
+        if !flags.backend_pid.is_empty() {
+            put("backend_pids", self.pids.backends.clone().into());
+            put("backend_cpu_s", backend_cpu.map(round3).into());
+            put("backend_cpu_pct", backend_cpu.map(|c| round1(pct(c))).into());
+            put("backend_ns_per_delivery", backend_cpu.map(|c| round1(ns_per(c))).into());
+        }
         put("server_rss_before_kb", before.server_rss_kb.into());
         put("server_rss_after_kb", after.server_rss_kb.into());
         put("net_backlog_drops", drops.into());

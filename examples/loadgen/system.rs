@@ -60,21 +60,45 @@ pub fn raise_open_file_limit() -> u64 {
     soft
 }
 
-/// A snapshot of the server process (when --server-pid is given) and of the
-/// machine's packet drops and TCP retransmissions.
+/// The processes a snapshot reads: the servers, whose CPU times are summed
+/// (one, or every node of a cluster), the one whose RSS is read, and the
+/// backends (a cluster's Redis), summed apart from the servers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pids {
+    pub servers: Vec<u32>,
+    pub rss: Option<u32>,
+    pub backends: Vec<u32>,
+}
+
+/// The summed CPU seconds of `pids`: `None` when there are none, or when
+/// one cannot be read (a figure missing a process would mislead).
+fn summed_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| process_cpu_seconds(pid)).sum()
+}
+
+/// A snapshot of the server processes (when --server-pid is given), of the
+/// backends (--backend-pid), and of the machine's packet drops and TCP
+/// retransmissions.
 #[derive(Clone, Copy, Default)]
 pub struct SystemSnapshot {
+    /// Every server's CPU time, summed.
     pub server_cpu: Option<f64>,
     pub server_rss_kb: Option<u64>,
+    /// Every backend's CPU time, summed.
+    pub backend_cpu: Option<f64>,
     pub net_drops: Option<u64>,
     pub retransmissions: Option<u64>,
 }
 
 impl SystemSnapshot {
-    pub fn take(server_pid: Option<u32>) -> Self {
+    pub fn take(pids: &Pids) -> Self {
         SystemSnapshot {
-            server_cpu: server_pid.and_then(process_cpu_seconds),
-            server_rss_kb: server_pid.and_then(|p| process_rss_kb(&p.to_string())),
+            server_cpu: summed_cpu(&pids.servers),
+            server_rss_kb: pids.rss.and_then(|p| process_rss_kb(&p.to_string())),
+            backend_cpu: summed_cpu(&pids.backends),
             net_drops: softnet_drops(),
             retransmissions: tcp_retransmissions(),
         }
@@ -122,5 +146,15 @@ mod tests {
         assert!(process_cpu("self").is_some(), "/proc/self/stat unreadable");
         assert!(process_cpu_seconds(std::process::id()).is_some());
         assert!(process_rss_kb("self").is_some_and(|kb| kb > 0));
+    }
+
+    #[test]
+    fn cpu_of_several_processes_is_summed_or_missing() {
+        let me = std::process::id();
+        assert_eq!(summed_cpu(&[]), None);
+        let one = summed_cpu(&[me]).expect("own stat");
+        let two = summed_cpu(&[me, me]).expect("own stat twice");
+        assert!(two >= 2.0 * one, "{two} < 2 × {one}");
+        assert_eq!(summed_cpu(&[me, u32::MAX]), None, "an unreadable pid spoils the sum");
     }
 }
