@@ -626,6 +626,51 @@ fn with_redis_paused_local_chat_goes_on_and_new_joins_fail_clearly() {
     wait_until("no claim for Cat", || holder(&redis, "dev", "cat").is_none().then_some(()));
 }
 
+/// A Redis that stops answering for longer than the reply timeout (5 s) is
+/// given up: the node says it is reconnecting and drops (and counts) what
+/// it would have published, instead of queueing it; when Redis answers
+/// again, the node connects again and chat crosses nodes again.
+#[test]
+fn a_redis_that_stops_answering_is_given_up_and_connected_again() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let mut members = vec![Member::tcp(a.tcp, "Ann", "dev"), Member::tcp(b.tcp, "Bob", "dev")];
+    wait_stats(&a, "a's member", |stats| stats.members == 1);
+    wait_stats(&b, "b's member", |stats| stats.members == 1);
+    wait_connected(&a);
+    wait_connected(&b);
+    wait_subscribers(&redis, "dev", 2);
+    say(&mut members, 0, "before");
+
+    redis.pause();
+    // Ann's line is published into the stopped Redis: a reply is owed.
+    members[0].send("into the silence");
+    members[0].expect_line("Ann:into the silence");
+    wait_within(Duration::from_secs(10), "a gives Redis up", || (a.stats().cluster_state == 3).then_some(()));
+    assert!(healthz(a.ws).contains("cluster: reconnecting"), "{}", healthz(a.ws));
+    // Now a line cannot be sent: dropped and counted, and local delivery
+    // goes on.
+    let dropped = a.stats().cluster_lines_dropped;
+    members[0].send("dropped");
+    members[0].expect_line("Ann:dropped");
+    wait_stats(&a, "the drop counted", |stats| stats.cluster_lines_dropped > dropped);
+
+    redis.resume();
+    wait_connected(&a);
+    wait_connected(&b);
+    wait_subscribers(&redis, "dev", 2);
+    members[0].send("after");
+    members[0].expect_line("Ann:after");
+    // Bob gets "after" (and maybe the line Redis held while stopped), not
+    // the dropped one.
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("Ann:after") {
+        seen.push(members[1].read_line());
+    }
+    assert!(!seen.iter().any(|line| line == "Ann:dropped"), "{seen:?}");
+}
+
 // ===========================================================================
 // 6. A name taken elsewhere during an outage.
 // ===========================================================================

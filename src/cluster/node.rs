@@ -48,6 +48,10 @@ pub const UNSUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 /// together do not come back in lockstep.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A commands link that owes replies and answers none for this long is
+/// taken for dead (a Redis that stopped, or a network that lost it without
+/// a reset) and connected again; any reply at all resets the clock.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The payload format's version, the first thing in every payload.
 const PAYLOAD_VERSION: &str = "1";
 
@@ -166,6 +170,10 @@ enum LinkState {
     Down { retry_at: Instant },
     /// The reactor is connecting it.
     Connecting,
+    /// Commands link: connected, waiting for Redis's first answer (a PING
+    /// after the login), so a Redis that accepts connections but does not
+    /// answer (stopped) never counts as up.
+    Greeting,
     /// Connected: commands written now are read by Redis in order, after
     /// the login commands written first.
     Up,
@@ -176,6 +184,8 @@ enum LinkState {
 enum Expect {
     /// AUTH or SELECT: an error means the link cannot be used.
     Login,
+    /// The PING after the login: its answer makes the commands link up.
+    Greeting,
     /// A join's `SET ... NX`: `OK` claims the name, nil means another
     /// node (or member) holds it. Unanswered at `give_up_at` (a Redis that
     /// stopped reading), the join is told the cluster is unavailable and
@@ -298,6 +308,11 @@ pub struct Cluster {
     commands: Link,
     /// Replies the commands link owes, in order.
     expected: VecDeque<Expect>,
+    /// Replies received on the commands link, ever (for [`Cluster::watch`]).
+    answered: u64,
+    /// While replies are owed: when the link was last seen answering, and
+    /// `answered` then.
+    progress: Option<(Instant, u64)>,
     waiting: VecDeque<Waiting>,
     /// Names held by local members: Redis key to holder.
     held: HashMap<Box<str>, ConnId>,
@@ -328,6 +343,8 @@ impl Cluster {
             subscriber: Link::new(now),
             commands: Link::new(now),
             expected: VecDeque::new(),
+            answered: 0,
+            progress: None,
             waiting: VecDeque::new(),
             held: HashMap::new(),
             rooms: HashMap::new(),
@@ -393,10 +410,13 @@ impl Cluster {
     }
 
     /// `id` is connected: log in, then say what the link is for.
-    pub fn connected(&mut self, id: LinkId, now: Instant) {
+    pub fn connected(&mut self, id: LinkId) {
         let was_connected = self.ever_connected;
         let link = self.link(id);
-        link.state = LinkState::Up;
+        link.state = match id {
+            LinkId::Commands => LinkState::Greeting,
+            LinkId::Subscriber => LinkState::Up,
+        };
         link.failures = 0;
         link.out.clear();
         link.inbox.clear();
@@ -422,13 +442,8 @@ impl Cluster {
                     logins += 1;
                 }
                 self.expected.extend((0..logins).map(|_| Expect::Login));
-                // Names held through an outage are claimed again: another
-                // node may have taken some meanwhile.
-                let keys: Vec<Box<str>> = self.held.keys().cloned().collect();
-                for key in keys {
-                    self.send_reclaim(key);
-                }
-                self.send_waiting_claims(now);
+                resp::encode_command(&mut self.commands.out, &[b"PING"]);
+                self.expected.push_back(Expect::Greeting);
             }
             LinkId::Subscriber => {
                 // A pub/sub connection answers AUTH like any other; its
@@ -445,6 +460,11 @@ impl Cluster {
                 }
             }
         }
+        self.note_connected();
+    }
+
+    /// Both links are up: say so once per outage.
+    fn note_connected(&mut self) {
         if self.subscriber.is_up() && self.commands.is_up() {
             if !self.ever_connected || self.drop_logged {
                 log::info!(
@@ -469,6 +489,9 @@ impl Cluster {
         self.jitter ^= self.jitter << 17;
         let factor = 0.5 + (self.jitter % 1000) as f64 / 1000.0;
         let retry_at = now + backoff.mul_f64(factor);
+        if id == LinkId::Commands {
+            self.progress = None;
+        }
         let link = self.link(id);
         link.state = LinkState::Down { retry_at };
         link.failures = failures.saturating_add(1);
@@ -546,12 +569,30 @@ impl Cluster {
     }
 
     fn on_reply(&mut self, reply: Reply) -> Result<(), String> {
+        self.answered += 1;
         let Some(expect) = self.expected.pop_front() else {
             return Err(format!("an unexpected reply: {reply:?}"));
         };
         match (expect, reply) {
             (Expect::Login, Reply::Error(error)) => Err(format!("login refused: {error}")),
             (Expect::Login, _) => Ok(()),
+            (Expect::Greeting, Reply::Error(error)) => Err(format!("Redis refused a PING: {error}")),
+            (Expect::Greeting, _) => {
+                self.commands.state = LinkState::Up;
+                // Names held through an outage are claimed again (another
+                // node may have taken some meanwhile), and joins that waited
+                // for the link are sent (those past their wait are given up
+                // by `tick`, in flight).
+                let keys: Vec<Box<str>> = self.held.keys().cloned().collect();
+                for key in keys {
+                    self.send_reclaim(key);
+                }
+                while let Some(waiting) = self.waiting.pop_front() {
+                    self.send_claim(waiting.conn, waiting.key, waiting.give_up_at);
+                }
+                self.note_connected();
+                Ok(())
+            }
             (Expect::Abandoned { key }, Reply::Simple(ok)) if ok == "OK" => {
                 self.release(&key);
                 Ok(())
@@ -696,17 +737,6 @@ impl Cluster {
         self.expected.push_back(Expect::Reclaim { key });
     }
 
-    fn send_waiting_claims(&mut self, now: Instant) {
-        while let Some(waiting) = self.waiting.pop_front() {
-            if waiting.give_up_at <= now {
-                self.stats.claims_unavailable += 1;
-                self.effects.claims.push((waiting.conn, waiting.key, Claim::Unavailable));
-            } else {
-                self.send_claim(waiting.conn, waiting.key, waiting.give_up_at);
-            }
-        }
-    }
-
     /// A claimed name is no longer wanted (its member left, or its
     /// connection went before it joined): delete it if it is still ours.
     pub fn release(&mut self, key: &str) {
@@ -773,7 +803,43 @@ impl Cluster {
 
     /// The end of a turn: one PUBLISH per room that had lines, or, if they
     /// cannot be sent, dropped and counted.
-    pub fn end_turn(&mut self) {
+    pub fn end_turn(&mut self, now: Instant) {
+        self.end_turn_publishes();
+        self.watch(now);
+    }
+
+    /// Whether `id` is down (the reactor drops its socket if it still has
+    /// one: the machine gave up on a link that did not answer).
+    pub fn is_down(&self, id: LinkId) -> bool {
+        let link = match id {
+            LinkId::Subscriber => &self.subscriber,
+            LinkId::Commands => &self.commands,
+        };
+        matches!(link.state, LinkState::Down { .. })
+    }
+
+    /// Cheap, once a turn: a commands link that owes replies and has
+    /// answered none for [`REPLY_TIMEOUT`] is failed, so the node says it
+    /// is reconnecting, drops publishes instead of queueing them for a
+    /// Redis that does not read, and connects again.
+    pub fn watch(&mut self, now: Instant) {
+        let answering = matches!(self.commands.state, LinkState::Up | LinkState::Greeting);
+        if !answering || self.expected.is_empty() {
+            self.progress = None;
+            return;
+        }
+        match self.progress {
+            Some((since, answered)) if answered == self.answered => {
+                if since + REPLY_TIMEOUT <= now {
+                    let silent = REPLY_TIMEOUT.as_secs();
+                    self.link_failed(LinkId::Commands, now, &format!("Redis did not answer for {silent} s"));
+                }
+            }
+            _ => self.progress = Some((now, self.answered)),
+        }
+    }
+
+    fn end_turn_publishes(&mut self) {
         if self.outbox_order.is_empty() {
             return;
         }
@@ -826,7 +892,8 @@ impl Cluster {
             .min()
             .map(|since| since + UNSUBSCRIBE_AFTER);
         let refresh = (!self.held.is_empty()).then_some(self.next_refresh);
-        retries.chain(waiting).chain(in_flight).chain(unsubscribe).chain(refresh).min()
+        let silence = self.progress.map(|(since, _)| since + REPLY_TIMEOUT);
+        retries.chain(waiting).chain(in_flight).chain(unsubscribe).chain(refresh).chain(silence).min()
     }
 
     /// Time passed: give up on claims that waited too long, refresh held

@@ -104,7 +104,7 @@ impl Reactor {
             match outcome {
                 Ok(()) => {
                     socket.connecting = false;
-                    cluster.machine.connected(link, self.now);
+                    cluster.machine.connected(link);
                 }
                 Err(error) => {
                     self.redis_failed(link, &error.to_string());
@@ -188,6 +188,16 @@ impl Reactor {
         if cluster.machine.next_deadline().is_some_and(|deadline| deadline <= self.now) {
             cluster.machine.tick(self.now);
         }
+        cluster.machine.watch(self.now);
+        // A link the machine gave up on (it stopped answering) loses its
+        // socket here; it is connected again when its retry is due.
+        for link in LINKS {
+            if cluster.machine.is_down(link)
+                && let Some(mut socket) = cluster.socket(link).take()
+            {
+                let _ = self.poll.registry().deregister(&mut socket.stream);
+            }
+        }
         for link in LINKS {
             let Some(cluster) = &mut self.cluster else { return };
             if cluster.socket(link).is_some() || !cluster.machine.connect_due(link, self.now) {
@@ -213,7 +223,7 @@ impl Reactor {
     /// Before the flush: this turn's publishes, and every link's output.
     pub(super) fn cluster_flush(&mut self) {
         let Some(cluster) = &mut self.cluster else { return };
-        cluster.machine.end_turn();
+        cluster.machine.end_turn(self.now);
         for link in LINKS {
             self.redis_write(link);
         }

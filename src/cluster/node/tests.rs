@@ -18,13 +18,22 @@ fn config(node: &str) -> ClusterConfig {
 fn connected(node: &str) -> (Cluster, Instant) {
     let now = Instant::now();
     let mut cluster = Cluster::new(config(node), now);
-    for link in [LinkId::Subscriber, LinkId::Commands] {
-        assert!(cluster.connect_due(link, now));
-        cluster.connecting(link);
-        cluster.connected(link, now);
-    }
+    assert!(cluster.connect_due(LinkId::Subscriber, now));
+    cluster.connecting(LinkId::Subscriber);
+    cluster.connected(LinkId::Subscriber);
+    assert!(cluster.connect_due(LinkId::Commands, now));
+    cluster.connecting(LinkId::Commands);
+    greet(&mut cluster);
     assert_eq!(cluster.state(), ClusterState::Connected);
     (cluster, now)
+}
+
+/// Connects the commands link and answers its PING: it is up.
+fn greet(cluster: &mut Cluster) {
+    cluster.connected(LinkId::Commands);
+    assert_eq!(commands(cluster, LinkId::Commands), [["PING"]]);
+    assert_ne!(cluster.state(), ClusterState::Connected, "not up before Redis answers");
+    cluster.received(LinkId::Commands, b"+PONG\r\n").unwrap();
 }
 
 /// The commands `link` has written since last asked, decoded.
@@ -102,7 +111,7 @@ fn a_claim_waits_for_the_link_then_gives_up() {
     // A claim that waits less is sent as soon as the link is up.
     cluster.claim(ConnId(4), "dev", "ola", now + Duration::from_secs(5));
     cluster.connecting(LinkId::Commands);
-    cluster.connected(LinkId::Commands, now + Duration::from_secs(6));
+    greet(&mut cluster);
     assert_eq!(commands(&mut cluster, LinkId::Commands)[0][..2], ["SET", "machat:name:dev:ola"]);
 }
 
@@ -146,7 +155,7 @@ fn held_names_are_refreshed_and_claimed_again_after_a_reconnect() {
     // Redis comes back empty, and another node took the name meanwhile.
     cluster.link_failed(LinkId::Commands, now + TTL, "reset");
     cluster.connecting(LinkId::Commands);
-    cluster.connected(LinkId::Commands, now + TTL);
+    greet(&mut cluster);
     let reclaim = commands(&mut cluster, LinkId::Commands);
     assert_eq!(reclaim[0][3], "machat:name:dev:mina");
     cluster.received(LinkId::Commands, b":0\r\n").unwrap();
@@ -171,7 +180,7 @@ fn a_turn_publishes_once_per_room_and_other_nodes_payloads_are_delivered() {
     cluster.publish("dev", b"mina:one\n");
     cluster.publish("ops", b"ola:x\n");
     cluster.publish("dev", b"mina:two\nbo:three\n");
-    cluster.end_turn();
+    cluster.end_turn(Instant::now());
     let sent = commands(&mut cluster, LinkId::Commands);
     assert_eq!(
         sent,
@@ -200,20 +209,20 @@ fn publishes_that_cannot_be_sent_are_dropped_and_counted() {
     let (mut cluster, now) = connected("A");
     cluster.link_failed(LinkId::Commands, now, "reset");
     cluster.publish("dev", b"mina:one\nmina:two\n");
-    cluster.end_turn();
+    cluster.end_turn(now);
     let stats = cluster.stats();
     assert_eq!((stats.publishes_dropped, stats.lines_dropped), (1, 2));
 
     // A Redis that does not read: the queue stops at its cap.
     cluster.connecting(LinkId::Commands);
-    cluster.connected(LinkId::Commands, now);
+    greet(&mut cluster);
     let line = vec![b'x'; 1024 * 1024 - 1];
     for _ in 0..40 {
         let mut batch = b"mina:".to_vec();
         batch.extend_from_slice(&line);
         batch.push(b'\n');
         cluster.publish("dev", &batch);
-        cluster.end_turn();
+        cluster.end_turn(now);
     }
     assert!(cluster.output(LinkId::Commands).len() <= MAX_QUEUED_BYTES);
     let stats = cluster.stats();
@@ -243,7 +252,7 @@ fn rooms_are_subscribed_with_their_first_member_and_unsubscribed_a_second_after_
     commands(&mut cluster, LinkId::Subscriber);
     cluster.link_failed(LinkId::Subscriber, now, "killed");
     cluster.connecting(LinkId::Subscriber);
-    cluster.connected(LinkId::Subscriber, now);
+    cluster.connected(LinkId::Subscriber);
     assert_eq!(commands(&mut cluster, LinkId::Subscriber), [["SUBSCRIBE", "machat:room:ops"]]);
 }
 
@@ -254,9 +263,9 @@ fn login_and_database_come_first_and_a_refused_login_fails_the_link() {
     config.url = RedisUrl::parse("redis://user:secret@localhost:7000/2").unwrap();
     let mut cluster = Cluster::new(config, now);
     cluster.connecting(LinkId::Commands);
-    cluster.connected(LinkId::Commands, now);
+    cluster.connected(LinkId::Commands);
     let sent = commands(&mut cluster, LinkId::Commands);
-    assert_eq!(sent, [vec!["AUTH", "user", "secret"], vec!["SELECT", "2"]]);
+    assert_eq!(sent, [vec!["AUTH", "user", "secret"], vec!["SELECT", "2"], vec!["PING"]]);
     assert!(cluster.received(LinkId::Commands, b"-WRONGPASS invalid username-password pair\r\n").is_err());
     assert!(!format!("{:?}", cluster.config.url).contains("secret"), "the password stays out of logs");
 }
@@ -287,4 +296,42 @@ fn a_claim_redis_does_not_answer_in_time_is_unavailable_and_released_if_granted_
     assert!(cluster.take_effects().claims.is_empty());
     let sent = commands(&mut cluster, LinkId::Commands);
     assert_eq!((sent[0][0].as_str(), sent[0][3].as_str()), ("EVAL", "machat:name:dev:mina"));
+}
+
+#[test]
+fn a_commands_link_that_stops_answering_is_given_up_after_the_reply_timeout() {
+    let (mut cluster, now) = connected("A");
+    cluster.publish("dev", b"mina:one\n");
+    cluster.end_turn(now);
+    assert_eq!(cluster.next_deadline(), Some(now + REPLY_TIMEOUT));
+    // A reply (any) is progress: the clock starts again.
+    cluster.received(LinkId::Commands, b":1\r\n").unwrap();
+    cluster.claim(CONN, "dev", "mina", now + Duration::from_secs(3));
+    cluster.watch(now + Duration::from_secs(3));
+    cluster.watch(now + Duration::from_secs(7));
+    assert_eq!(cluster.state(), ClusterState::Connected, "answered 4 s ago");
+    cluster.watch(now + Duration::from_secs(8));
+    assert_eq!(cluster.state(), ClusterState::Reconnecting);
+    assert!(cluster.is_down(LinkId::Commands));
+    assert_eq!(cluster.take_effects().claims[0].2, Claim::Unavailable);
+    // An idle link owes nothing and is never given up.
+    let (mut idle, now) = connected("B");
+    idle.watch(now + Duration::from_secs(60));
+    assert_eq!(idle.state(), ClusterState::Connected);
+}
+
+#[test]
+fn a_redis_that_accepts_but_never_answers_is_not_up() {
+    let now = Instant::now();
+    let mut cluster = Cluster::new(config("A"), now);
+    cluster.connecting(LinkId::Subscriber);
+    cluster.connected(LinkId::Subscriber);
+    cluster.connecting(LinkId::Commands);
+    cluster.connected(LinkId::Commands);
+    cluster.claim(CONN, "dev", "mina", now);
+    assert_eq!(commands(&mut cluster, LinkId::Commands), [["PING"]], "the claim waits for the answer");
+    cluster.watch(now);
+    cluster.watch(now + REPLY_TIMEOUT);
+    assert!(cluster.is_down(LinkId::Commands), "a silent greeting is given up");
+    assert_eq!(cluster.state(), ClusterState::Connecting);
 }
