@@ -191,7 +191,7 @@ impl Rooms {
 
     /// The room whose folded key is `key`, if it has members.
     pub fn find_key(&self, key: &str) -> Option<&Room> {
-        self.by_key.get(key).and_then(|&id| self.get(id))
+        self.id_of_key(key).and_then(|id| self.get(id))
     }
 
     /// Every room (each has at least one member).

@@ -258,20 +258,7 @@ fn ping_redis(address: SocketAddr, url: &RedisUrl) -> io::Result<()> {
     let mut stream = std::net::TcpStream::connect_timeout(&address, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     let mut request = Vec::new();
-    let mut replies = 1;
-    if let Some(password) = &url.password {
-        match &url.username {
-            Some(user) => {
-                resp::encode_command(&mut request, &[b"AUTH", user.as_bytes(), password.as_bytes()])
-            }
-            None => resp::encode_command(&mut request, &[b"AUTH", password.as_bytes()]),
-        }
-        replies += 1;
-    }
-    if url.db != 0 {
-        resp::encode_command(&mut request, &[b"SELECT", url.db.to_string().as_bytes()]);
-        replies += 1;
-    }
+    let mut replies = url.encode_login(&mut request, true) + 1;
     resp::encode_command(&mut request, &[b"PING"]);
     stream.write_all(&request)?;
     let mut received = Vec::new();

@@ -65,6 +65,13 @@ const RECLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
 const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) end return 0";
 
+/// Every room's channel starts with this, then the room's folded key.
+const ROOM_CHANNEL_PREFIX: &str = "machat:room:";
+
+fn room_channel(room: &str) -> String {
+    format!("{ROOM_CHANNEL_PREFIX}{room}")
+}
+
 /// Where Redis is and how to log in: `redis://[[user]:password@]host[:port][/db]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
@@ -132,6 +139,25 @@ impl RedisUrl {
             },
         };
         Ok(RedisUrl { host: host.to_owned(), port, db, username, password })
+    }
+
+    /// Writes the commands that log a connection in (AUTH when the URL has
+    /// a password, SELECT when it names a database and `select` says the
+    /// link uses one) and returns how many replies they owe.
+    pub fn encode_login(&self, out: &mut Vec<u8>, select: bool) -> usize {
+        let mut commands = 0;
+        if let Some(password) = &self.password {
+            match &self.username {
+                Some(user) => resp::encode_command(out, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => resp::encode_command(out, &[b"AUTH", password.as_bytes()]),
+            }
+            commands += 1;
+        }
+        if select && self.db != 0 {
+            resp::encode_command(out, &[b"SELECT", self.db.to_string().as_bytes()]);
+            commands += 1;
+        }
+        commands
     }
 
     /// `host:port`, for connecting.
@@ -395,13 +421,16 @@ impl Cluster {
         }
     }
 
-    /// Whether the reactor should start connecting `id` now.
-    pub fn connect_due(&self, id: LinkId, now: Instant) -> bool {
-        let link = match id {
+    fn link_ref(&self, id: LinkId) -> &Link {
+        match id {
             LinkId::Subscriber => &self.subscriber,
             LinkId::Commands => &self.commands,
-        };
-        matches!(link.state, LinkState::Down { retry_at } if retry_at <= now)
+        }
+    }
+
+    /// Whether the reactor should start connecting `id` now.
+    pub fn connect_due(&self, id: LinkId, now: Instant) -> bool {
+        matches!(self.link_ref(id).state, LinkState::Down { retry_at } if retry_at <= now)
     }
 
     /// The reactor started connecting `id`.
@@ -423,24 +452,15 @@ impl Cluster {
         if was_connected {
             self.stats.reconnects += 1;
         }
-        let url = self.config.url.clone();
-        let mut logins = 0;
-        if let Some(password) = &url.password {
-            let link = self.link(id);
-            match &url.username {
-                Some(user) => {
-                    resp::encode_command(&mut link.out, &[b"AUTH", user.as_bytes(), password.as_bytes()])
-                }
-                None => resp::encode_command(&mut link.out, &[b"AUTH", password.as_bytes()]),
-            }
-            logins += 1;
-        }
+        // Pub/sub channels are not per database: only the commands link
+        // selects one.
+        let out = match id {
+            LinkId::Subscriber => &mut self.subscriber.out,
+            LinkId::Commands => &mut self.commands.out,
+        };
+        let logins = self.config.url.encode_login(out, id == LinkId::Commands);
         match id {
             LinkId::Commands => {
-                if url.db != 0 {
-                    resp::encode_command(&mut self.commands.out, &[b"SELECT", url.db.to_string().as_bytes()]);
-                    logins += 1;
-                }
                 self.expected.extend((0..logins).map(|_| Expect::Login));
                 resp::encode_command(&mut self.commands.out, &[b"PING"]);
                 self.expected.push_back(Expect::Greeting);
@@ -522,10 +542,7 @@ impl Cluster {
 
     /// Bytes waiting for `id`'s socket.
     pub fn output(&self, id: LinkId) -> &[u8] {
-        match id {
-            LinkId::Subscriber => &self.subscriber.out,
-            LinkId::Commands => &self.commands.out,
-        }
+        &self.link_ref(id).out
     }
 
     /// The socket took `n` bytes of [`output`](Cluster::output).
@@ -541,11 +558,7 @@ impl Cluster {
         link.inbox.extend_from_slice(bytes);
         let mut offset = 0;
         let result = loop {
-            let inbox = match id {
-                LinkId::Subscriber => &self.subscriber.inbox,
-                LinkId::Commands => &self.commands.inbox,
-            };
-            match resp::parse(&inbox[offset..], &self.limits) {
+            match resp::parse(&self.link_ref(id).inbox[offset..], &self.limits) {
                 Ok(Status::Complete { value, consumed }) => {
                     offset += consumed;
                     let handled = match id {
@@ -645,8 +658,9 @@ impl Cluster {
             return Ok(());
         }
         let Some(Reply::Bulk(payload)) = parts.next() else { return Ok(()) };
-        let Some(room) =
-            channel.strip_prefix(b"machat:room:").and_then(|room| std::str::from_utf8(room).ok())
+        let Some(room) = channel
+            .strip_prefix(ROOM_CHANNEL_PREFIX.as_bytes())
+            .and_then(|room| std::str::from_utf8(room).ok())
         else {
             return Ok(());
         };
@@ -780,7 +794,7 @@ impl Cluster {
     }
 
     fn subscribe(&mut self, room: &str) {
-        let channel = format!("machat:room:{room}");
+        let channel = room_channel(room);
         resp::encode_command(&mut self.subscriber.out, &[b"SUBSCRIBE", channel.as_bytes()]);
         if let Some(entry) = self.rooms.get_mut(room) {
             entry.subscribed = true;
@@ -811,11 +825,7 @@ impl Cluster {
     /// Whether `id` is down (the reactor drops its socket if it still has
     /// one: the machine gave up on a link that did not answer).
     pub fn is_down(&self, id: LinkId) -> bool {
-        let link = match id {
-            LinkId::Subscriber => &self.subscriber,
-            LinkId::Commands => &self.commands,
-        };
-        matches!(link.state, LinkState::Down { .. })
+        matches!(self.link_ref(id).state, LinkState::Down { .. })
     }
 
     /// Cheap, once a turn: a commands link that owes replies and has
@@ -865,7 +875,7 @@ impl Cluster {
             payload.clear();
             payload.extend_from_slice(header.as_bytes());
             payload.extend_from_slice(&lines);
-            let channel = format!("machat:room:{room}");
+            let channel = room_channel(&room);
             resp::encode_command(&mut self.commands.out, &[b"PUBLISH", channel.as_bytes(), &payload]);
             self.expected.push_back(Expect::Nothing);
             self.stats.publishes_sent += 1;
@@ -936,7 +946,7 @@ impl Cluster {
                 && entry.subscribed
                 && self.subscriber.is_up()
             {
-                let channel = format!("machat:room:{room}");
+                let channel = room_channel(&room);
                 resp::encode_command(&mut self.subscriber.out, &[b"UNSUBSCRIBE", channel.as_bytes()]);
             }
         }

@@ -20,4 +20,4 @@ pub mod ring;
 pub mod store;
 
 pub use ring::{Entry, History, HistoryStats, Limits, LineView, Replay, RoomName, RoomSummary};
-pub use store::{Closed, Loaded, LoadedRoom, Store, StoreError, StoreOptions, StoreStats};
+pub use store::{Closed, Loaded, LoadedRoom, Store, StoreError, StoreOptions, StoreStats, now_ms};

@@ -549,7 +549,9 @@ impl Store {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the time recorded with each line
+/// (the loop reads it once a turn; the writer for retention).
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 

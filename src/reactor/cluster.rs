@@ -323,13 +323,10 @@ impl Reactor {
                 let transport = self.connections[id.0].transport;
                 match self.rooms.join(&request.room, &request.name, id, transport) {
                     Ok(room) => Ok(room),
-                    Err(taken) => {
-                        // Taken locally meanwhile; the Redis claim is ours
-                        // only if nobody here holds it, which someone does.
-                        let holder =
-                            self.connections.get(taken.holder.0).and_then(|holder| holder.session.name());
-                        Err(JoinRefused::Taken { holder: holder.unwrap_or_default().into() })
-                    }
+                    // Held here although Redis granted it (one key for both,
+                    // so not expected): refused, and the key left to its
+                    // holder.
+                    Err(taken) => Err(self.taken_by(taken.holder)),
                 }
             }
             Claim::Taken => Err(JoinRefused::Taken { holder: "".into() }),

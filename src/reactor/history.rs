@@ -6,7 +6,7 @@
 //! The bookkeeping is in `crate::history` (socket-free, no clock); this
 //! file only decides when to call it and where the bytes go.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::Reactor;
 use crate::history::{Closed, History, LineView, RoomName, Store};
@@ -78,11 +78,6 @@ impl RoomHistory {
             ),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch: the time recorded with each line.
-pub(super) fn wall_clock_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
 impl Reactor {

@@ -236,7 +236,7 @@ impl Reactor {
             shutdown_requested,
             state: ServerState::Serving,
             now: Instant::now(),
-            wall_ms: history::wall_clock_ms(),
+            wall_ms: crate::history::now_ms(),
             history: history::RoomHistory::new(history.0, history.1),
             cluster: cluster.map(|(machine, address)| cluster::ClusterLinks::new(machine, address)),
             remote_batch: Batch::new(),
@@ -255,7 +255,7 @@ impl Reactor {
                 return Err(error);
             }
             self.now = Instant::now();
-            self.wall_ms = history::wall_clock_ms();
+            self.wall_ms = crate::history::now_ms();
             self.stats.loop_turns += 1;
             if events.is_empty() && self.to_read.is_empty() {
                 // Idle: give back the memory of the last burst.

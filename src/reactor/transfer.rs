@@ -212,8 +212,7 @@ impl Reactor {
             }
             // Held here: refused at once, with the holder's spelling.
             if let Some(holder) = self.rooms.holder(&request.room, &request.name) {
-                let holder = self.connections.get(holder.0).and_then(|holder| holder.session.name());
-                let refused = JoinRefused::Taken { holder: holder.unwrap_or_default().into() };
+                let refused = self.taken_by(holder);
                 self.finish_join(id, request, Err(refused));
                 continue;
             }
@@ -221,10 +220,10 @@ impl Reactor {
             // (`reactor/cluster.rs`).
             let Some(request) = self.claim_in_cluster(id, request) else { continue };
             let transport = self.connections[id.0].transport;
-            let claim = self.rooms.join(&request.room, &request.name, id, transport).map_err(|taken| {
-                let holder = self.connections.get(taken.holder.0).and_then(|holder| holder.session.name());
-                JoinRefused::Taken { holder: holder.unwrap_or_default().into() }
-            });
+            let claim = self
+                .rooms
+                .join(&request.room, &request.name, id, transport)
+                .map_err(|taken| self.taken_by(taken.holder));
             self.finish_join(id, request, claim);
         }
         if let Some(room) = self.effects.room.take() {
@@ -293,6 +292,12 @@ impl Reactor {
         }
         self.arm(id);
         debug_assert!(self.effects.is_empty(), "effects left unapplied: {:?}", self.effects);
+    }
+
+    /// The refusal of a join whose name `holder` has, in its spelling.
+    pub(super) fn taken_by(&self, holder: ConnId) -> JoinRefused {
+        let spelling = self.connections.get(holder.0).and_then(|holder| holder.session.name());
+        JoinRefused::Taken { holder: spelling.unwrap_or_default().into() }
     }
 
     /// Answers a join: the session becomes a member (or fails), and a new
